@@ -1,0 +1,5 @@
+"""`python -m framework ...` is the `pipeline` command."""
+
+from framework.cli.app import main
+
+main()

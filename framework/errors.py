@@ -1,0 +1,106 @@
+"""Every exception the framework raises, in one tree, so callers can catch at the right depth.
+
+```
+PipelineError                 root of everything the framework raises; .exit_code (default 1)
+├── ConfigError               "pipeline.yaml: stages.embed.batch: must be >= 1"; exit 2
+│   └── StageImportError      `function:` does not import, or its signature cannot be served
+├── PayloadError              refused at submit: not JSON, or over max_payload
+├── BacklogFull               refused at submit: the first stage is over its max_backlog
+├── RedisUnavailable          cannot reach or start Redis
+├── JobNotFound               unknown or expired job id
+└── WaitTimeout               also a TimeoutError, so `except TimeoutError` works
+StageSignal(Exception)        raised by stage code to steer its own message; we never raise it
+├── Retry(after=None)         after: timedelta | seconds
+└── Fail(reason)              dead-letter now
+```
+
+The CLI catches `PipelineError` once, prints `str(error)` and exits with `error.exit_code`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class PipelineError(Exception):
+    """Root of the framework's own errors; `exit_code` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class ConfigError(PipelineError):
+    """A mistake in pipeline.yaml, reported as `source: path: problem`."""
+
+    exit_code = 2
+
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        self.source = source
+        self.path = path
+        self.problem = problem
+        where = f"{source}: {path}: " if path else f"{source}: "
+        super().__init__(f"{where}{problem}")
+
+
+class StageImportError(ConfigError):
+    """A stage's `function:` cannot be imported or served."""
+
+
+class PayloadError(PipelineError):
+    """A payload refused at submit, before anything was written."""
+
+
+class BacklogFull(PipelineError):
+    """Submit refused because the first stage is over its `max_backlog`."""
+
+    def __init__(self, stage: str, backlog: int, limit: int) -> None:
+        self.stage = stage
+        self.backlog = backlog
+        self.limit = limit
+        super().__init__(
+            f"stage {stage!r} is full: backlog {backlog} is over max_backlog {limit}; "
+            "retry later or add workers"
+        )
+
+
+class RedisUnavailable(PipelineError):
+    """Redis cannot be reached (or, for `url: embedded`, started)."""
+
+
+class JobNotFound(PipelineError):
+    """No job hash under that id: never submitted, or expired after `result_ttl`."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id!r} not found (never submitted, or expired after result_ttl)")
+
+
+class WaitTimeout(PipelineError, TimeoutError):
+    """`wait()` gave up; the job goes on and can be waited for again."""
+
+    def __init__(self, job_id: str, timeout: float) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        super().__init__(f"job {job_id!r} not finished after {timeout:g}s")
+
+
+class StageSignal(Exception):  # noqa: N818 - user-facing names read as verbs: raise Retry()
+    """Raised by stage code to steer its own message; the framework never raises these."""
+
+
+class Retry(StageSignal):
+    """Run this message again later; `after` overrides the backoff."""
+
+    def __init__(self, after: timedelta | float | None = None, reason: str = "retry requested") -> None:
+        if isinstance(after, int | float):
+            after = timedelta(seconds=after)
+        self.after: timedelta | None = after
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Fail(StageSignal):
+    """Dead-letter this message now, without further attempts."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

@@ -1,0 +1,175 @@
+"""Jobs as users see them: the job hash read back, and waiting on the done stream.
+
+`commit.lua` keeps the hash (fan-out aware: a job is done when every message it spawned has
+left the last stage); this module only reads it. Waiting blocks on `{name}:done` with XREAD,
+so a waiter costs nothing while nothing finishes: no polling loop.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from framework.connection import AsyncClient
+from framework.errors import JobNotFound, WaitTimeout
+from framework.keys import Keys
+
+FINISHED = frozenset({"done", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class StageTiming:
+    stage: str
+    messages: int
+    busy_ms: int
+    last_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job's state, timings and results (the last stage's outputs, in commit order)."""
+
+    id: str
+    state: str  # queued | running | done | failed
+    submitted_ms: int
+    updated_ms: int | None
+    finished_ms: int | None
+    outstanding: int
+    failed: int
+    error: str | None
+    results: list[Any] = field(default_factory=list)
+    stages: tuple[StageTiming, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def result(self) -> Any:
+        """The single result, or the list of them when the job fanned out (None if none)."""
+        if not self.results:
+            return None
+        return self.results[0] if len(self.results) == 1 else self.results
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "submitted_ms": self.submitted_ms,
+            "finished_ms": self.finished_ms,
+            "outstanding": self.outstanding,
+            "failed": self.failed,
+            "error": self.error,
+            "stages": {
+                t.stage: {"messages": t.messages, "busy_ms": t.busy_ms, "last_at_ms": t.last_at_ms}
+                for t in self.stages
+            },
+            "results": self.results,
+        }
+
+
+def _int(raw: dict[str, str], key: str) -> int | None:
+    value = raw.get(key)
+    return int(value) if value is not None else None
+
+
+def job_from_hash(job_id: str, raw_bytes: dict[bytes, bytes], stage_order: Iterable[str]) -> Job:
+    raw = {k.decode(): v.decode() for k, v in raw_bytes.items()}
+    timings = [
+        StageTiming(stage, int(raw[f"{stage}.n"]), int(raw.get(f"{stage}.ms", 0)),
+                    int(raw.get(f"{stage}.at", 0)))
+        for stage in stage_order
+        if f"{stage}.n" in raw
+    ]
+    return Job(
+        id=job_id,
+        state=raw.get("state", "queued"),
+        submitted_ms=_int(raw, "submitted") or 0,
+        updated_ms=_int(raw, "updated"),
+        finished_ms=_int(raw, "finished"),
+        outstanding=_int(raw, "outstanding") or 0,
+        failed=_int(raw, "failed") or 0,
+        error=raw.get("error"),
+        results=orjson.loads(raw["result"]) if "result" in raw else [],
+        stages=tuple(timings),
+    )
+
+
+ENTRY_ID = re.compile(r"^\d+-\d+$")
+
+
+async def queued_bare_entry(client: AsyncClient, keys: Keys, job_id: str) -> bool:
+    """A job XADDed by plain Redis code has no hash until its first stage commits it."""
+    return bool(ENTRY_ID.match(job_id)) and bool(await client.xrange(keys.input, job_id, job_id))
+
+
+def queued(job_id: str) -> Job:
+    return Job(job_id, "queued", int(job_id.split("-")[0]), None, None, 1, 0, None)
+
+
+async def read_job(client: AsyncClient, keys: Keys, job_id: str, stages: Iterable[str]) -> Job:
+    raw = await client.hgetall(keys.job(job_id))
+    if raw:
+        return job_from_hash(job_id, raw, stages)
+    if await queued_bare_entry(client, keys, job_id):
+        return queued(job_id)
+    raise JobNotFound(job_id)
+
+
+async def last_done_id(client: AsyncClient, keys: Keys) -> str:
+    """Where to start reading the done stream so that nothing finishing from now is missed."""
+    newest = await client.xrevrange(keys.done, count=1)
+    return newest[0][0].decode() if newest else "0-0"
+
+
+async def wait_for_jobs(
+    client: AsyncClient,
+    keys: Keys,
+    job_ids: Iterable[str],
+    stages: tuple[str, ...],
+    timeout: float | None,
+    on_finished: Any = None,
+) -> dict[str, Job]:
+    """Block until every job has finished (done or failed); returns them by id.
+
+    Reads the done stream's position first, then the hashes, then blocks on the stream from that
+    position: a job finishing in between is in the stream, so none is missed.
+    """
+    waiting = set(job_ids)
+    finished: dict[str, Job] = {}
+    position = await last_done_id(client, keys)
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    async def collect(ids: Iterable[str]) -> None:
+        for job_id in ids:
+            raw = await client.hgetall(keys.job(job_id))
+            if not raw:
+                if not await queued_bare_entry(client, keys, job_id):
+                    raise JobNotFound(job_id)
+                continue
+            job = job_from_hash(job_id, raw, stages)
+            if job.finished:
+                waiting.discard(job_id)
+                finished[job_id] = job
+                if on_finished is not None:
+                    on_finished(job)
+
+    await collect(list(waiting))
+    while waiting:
+        block_ms = 1000
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(next(iter(waiting)), timeout or 0.0)
+            block_ms = max(1, min(block_ms, int(remaining * 1000)))
+        reply = await client.xread({keys.done: position}, count=1000, block=block_ms)
+        for _stream, entries in reply or ():
+            position = entries[-1][0].decode()
+            done_ids = {fields[b"job"].decode() for _id, fields in entries}
+            await collect(done_ids & waiting)
+    return finished

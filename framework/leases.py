@@ -1,0 +1,118 @@
+"""Leases on held messages: heartbeat (XCLAIM JUSTID) and reclaim of silent workers' messages.
+
+The heartbeat runs in a thread with its own blocking connection, not on the event loop: a stage
+that hogs the CPU, or a synchronous model call inside an `async def`, stalls the loop, and a
+lease that lapsed then would let another worker run the same message a second time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from framework import scripts
+from framework.connection import TRANSIENT_ERRORS, AsyncClient, Server, SyncClient
+from framework.wire import Delivery, decode_entry
+
+log = structlog.get_logger()
+
+RENEW_CHUNK = 500
+
+
+class LeaseKeeper:
+    """Renews this consumer's held messages every `lease / 3`, from a thread of its own."""
+
+    def __init__(
+        self,
+        client: SyncClient,
+        stream: str,
+        group: str,
+        consumer: str,
+        lease: timedelta,
+        held: Callable[[], Iterable[str]],
+        on_lost: Callable[[list[str]], None],
+    ) -> None:
+        self.client = client
+        self.stream, self.group, self.consumer = stream, group, consumer
+        self.interval = lease.total_seconds() / 3
+        self.held = held
+        self.on_lost = on_lost
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{consumer}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+        self.client.close()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            ids = list(self.held())
+            try:
+                lost = self.renew(ids)
+            except TRANSIENT_ERRORS as error:
+                log.warning("lease_renewal_failed", consumer=self.consumer, error=str(error))
+                continue
+            if lost:
+                self.on_lost(lost)
+
+    def renew(self, ids: list[str]) -> list[str]:
+        """Renew `ids`; returns those no longer ours."""
+        lost: list[str] = []
+        renew = scripts.script(scripts.RENEW)
+        for start in range(0, len(ids), RENEW_CHUNK):
+            chunk = ids[start : start + RENEW_CHUNK]
+            reply = renew.call_sync(self.client, [self.stream], [self.group, self.consumer, *chunk])
+            lost.extend(i.decode() if isinstance(i, bytes) else i for i in reply)
+        return lost
+
+
+async def reclaim(
+    client: AsyncClient,
+    server: Server,
+    stream: str,
+    group: str,
+    consumer: str,
+    lease: timedelta,
+    cursor: str,
+    count: int,
+) -> tuple[str, list[Delivery]]:
+    """Claim messages idle for at least `lease`; returns the next cursor and the deliveries."""
+    min_idle = int(lease.total_seconds() * 1000)
+    args: list[Any] = [group, consumer, min_idle, cursor, count, 1 if server.has_autoclaim else 0]
+    reply = await scripts.script(scripts.RECLAIM)(client, [stream], args)
+    next_cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+    deliveries = []
+    for message_id, deliveries_so_far, flat in reply[1:]:
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        deliveries.append(decode_entry(message_id, fields, int(deliveries_so_far)))
+    return next_cursor, deliveries
+
+
+async def hand_back(
+    client: AsyncClient, stream: str, group: str, consumer: str, held: list[Delivery], lease: timedelta
+) -> None:
+    """Make messages we will not run claimable at once, without counting this delivery.
+
+    XCLAIM to ourselves with IDLE = lease makes them due for reclaim now; RETRYCOUNT gives
+    back the delivery that never ran, so a graceful restart does not cost an attempt.
+    """
+    idle = int(lease.total_seconds() * 1000)
+    for delivery in held:
+        await client.xclaim(
+            stream,
+            group,
+            consumer,
+            0,
+            [delivery.message_id],
+            idle=idle,
+            retrycount=max(delivery.deliveries - 1, 0),
+            justid=True,
+        )

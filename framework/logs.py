@@ -1,0 +1,36 @@
+"""structlog setup: readable on a terminal, JSON lines elsewhere. Called by entry points only.
+
+Importing the framework never configures logging: a library must not take over its host's
+logs. `PIPELINE_LOG_LEVEL` (debug, info, warning, error) sets the level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import structlog
+
+
+def configure(level: str | None = None, json: bool | None = None) -> None:
+    """Console renderer on a TTY, JSON with dict tracebacks otherwise."""
+    name = (level or os.environ.get("PIPELINE_LOG_LEVEL") or "info").upper()
+    numeric = logging.getLevelNamesMapping().get(name, logging.INFO)
+    as_json = (not sys.stderr.isatty()) if json is None else json
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if as_json:
+        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use="pytest" not in sys.modules,
+    )

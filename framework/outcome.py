@@ -1,0 +1,74 @@
+"""What became of one message, and the pure retry policy that decides it.
+
+The worker turns every stage call into exactly one outcome; `commit.lua` writes it. Keeping the
+policy pure (no Redis, no clock) makes it testable on its own.
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from dataclasses import dataclass
+from datetime import timedelta
+
+from framework.errors import Fail, Retry
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Outputs for the next stages (several for fan-out; at the last stage: the job's results)."""
+
+    payloads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """The function returned None: nothing goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    delay: timedelta
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    error: str
+    traceback: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A retry addressed to another stage that reads the same stream: acknowledge only."""
+
+
+Outcome = Emit | Drop | RetryLater | DeadLetter | Skip
+
+
+def backoff(attempt: int, first: timedelta, cap: timedelta) -> timedelta:
+    """Exponential backoff: `first` after the first run, doubling, never over `cap`."""
+    exponent = min(max(attempt - 1, 0), 60)
+    return min(first * (2**exponent), cap)
+
+
+def describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def decide(
+    error: BaseException,
+    attempt: int,
+    max_attempts: int,
+    first_backoff: timedelta,
+    max_backoff: timedelta,
+) -> RetryLater | DeadLetter:
+    """The retry policy: Fail dead-letters now; anything else retries until attempts run out."""
+    if isinstance(error, Fail):
+        return DeadLetter(f"Fail: {error.reason}")
+    trace = "".join(tb.format_exception(error))
+    if attempt >= max_attempts:
+        return DeadLetter(f"{describe(error)} (after {attempt} attempts)", trace)
+    if isinstance(error, Retry) and error.after is not None:
+        return RetryLater(error.after, describe(error))
+    return RetryLater(backoff(attempt, first_backoff, max_backoff), describe(error))

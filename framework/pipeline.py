@@ -1,0 +1,257 @@
+"""The Pipeline facade: load pipeline.yaml, then submit, wait, inspect and run workers.
+
+Every method has an async form (`submit_async`, ...) and a blocking twin (`submit`, ...) that
+runs the async one on a private event loop thread, so scripts and notebooks need no asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from framework import scripts
+from framework.config import PipelineSpec
+from framework.connection import AsyncClient, Server, connect, connect_sync
+from framework.embedded import EmbeddedRedis
+from framework.errors import BacklogFull, PayloadError
+from framework.groups import ensure_groups
+from framework.invocation import StageFunction
+from framework.jobs import Job, read_job, wait_for_jobs
+from framework.loader import load_spec
+from framework.wire import check_size, encode_payload
+from framework.worker import StageWorker
+
+T = TypeVar("T")
+
+EMBEDDED = "embedded"
+SUBMIT_CHUNK = 500
+
+
+class Pipeline:
+    """One pipeline.yaml, connected lazily to its Redis."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self._client: AsyncClient | None = None
+        self._server: Server | None = None
+        self._url = spec.redis_url
+        self._embedded: EmbeddedRedis | None = None
+        self._loop_thread: _LoopThread | None = None
+        self._connect_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def load(cls, path: str | Path = "pipeline.yaml", env: Mapping[str, str] | None = None) -> Pipeline:
+        """Read and validate pipeline.yaml; raises ConfigError with a one-line message."""
+        return cls(load_spec(path, env))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.spec.stages)
+
+    # -- connection --------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The Redis URL in use (for `embedded`, the server we started); empty before connect."""
+        return self._url if self._client is not None else ""
+
+    async def client(self) -> AsyncClient:
+        """The async client, connecting (and starting the embedded server) on first use."""
+        if self._client is None:
+            if self._url == EMBEDDED:
+                self._embedded = EmbeddedRedis(self.spec.base_dir)
+                self._url = await asyncio.to_thread(self._embedded.start)
+            self._client, self._server = await connect(self._url)
+            await ensure_groups(self._client, self.spec)
+        return self._client
+
+    async def server(self) -> Server:
+        await self.client()
+        assert self._server is not None
+        return self._server
+
+    async def close_async(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+            self._embedded = None
+            self._url = EMBEDDED
+
+    # -- submit ------------------------------------------------------------------------------
+
+    def _encode(self, data: Any) -> bytes:
+        if isinstance(data, BaseModel):
+            encoded = data.model_dump_json().encode()
+            check_size(encoded, self.spec.max_payload)
+            return encoded
+        return encode_payload(data, self.spec.max_payload)
+
+    async def submit_async(self, data: Any, job_id: str | None = None, trace: str = "") -> str:
+        """Queue one job; returns its id. The same `job_id` twice makes one job."""
+        return (await self.submit_many_async([(data, job_id)], trace=trace))[0]
+
+    async def submit_many_async(
+        self, jobs: Iterable[tuple[Any, str | None]], trace: str = ""
+    ) -> list[str]:
+        """Queue many jobs in pipelined round trips; returns their ids in order."""
+        encoded = [(self._encode(data), job_id) for data, job_id in jobs]
+        for _, job_id in encoded:
+            if job_id is not None and not _valid_job_id(job_id):
+                raise PayloadError(f"job id {job_id!r} must be 1-200 characters, no whitespace")
+        client = await self.client()
+        first = self.spec.first
+        ids: list[str] = []
+        submit = scripts.script(scripts.SUBMIT)
+        for start in range(0, len(encoded), SUBMIT_CHUNK):
+            chunk = encoded[start : start + SUBMIT_CHUNK]
+            now_ms = int(time.time() * 1000)
+            replies = await submit.many(
+                client,
+                [
+                    (
+                        [first.input_stream, self.spec.keys.job(job_id or "")],
+                        [job_id or "", data, trace, now_ms, _seconds(self.spec.result_ttl),
+                         "" if first.max_backlog is None else first.max_backlog, first.name,
+                         self.spec.keys.job("")],
+                    )
+                    for data, job_id in chunk
+                ],
+            )
+            for job, backlog in replies:
+                if not job:
+                    raise BacklogFull(first.name, int(backlog), first.max_backlog or 0)
+                ids.append(job.decode() if isinstance(job, bytes) else str(job))
+        return ids
+
+    # -- wait and status ---------------------------------------------------------------------
+
+    async def wait_async(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job is done or failed; raises WaitTimeout (a TimeoutError)."""
+        return (await self.wait_all_async([job_id], timeout))[job_id]
+
+    async def wait_all_async(
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None = None,
+        on_finished: Callable[[Job], None] | None = None,
+    ) -> dict[str, Job]:
+        client = await self.client()
+        return await wait_for_jobs(
+            client, self.spec.keys, job_ids, self.stage_names, timeout, on_finished
+        )
+
+    async def status_async(self, job_id: str) -> Job:
+        """One job's state, timings and results; raises JobNotFound."""
+        return await read_job(await self.client(), self.spec.keys, job_id, self.stage_names)
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def run_workers_async(
+        self,
+        stages: Iterable[str] | None,
+        stopping: asyncio.Event,
+        concurrency: int | None = None,
+        grace_period: timedelta = timedelta(seconds=30),
+    ) -> None:
+        """Run one worker per named stage (all when None) in this process until `stopping`."""
+        names = list(stages) if stages is not None else list(self.stage_names)
+        specs = [self.spec.stage(name) for name in names]
+        if concurrency is not None:
+            specs = [_with_concurrency(spec, concurrency) for spec in specs]
+        source = str(self.spec.source.name)
+        functions = [
+            StageFunction(spec, self.spec.base_dir, source, self.spec.max_payload) for spec in specs
+        ]
+        client = await self.client()
+        server = await self.server()
+        workers = [
+            StageWorker(
+                self.spec, spec, client, server, connect_sync(self._url, server), function,
+                grace_period,
+            )
+            for spec, function in zip(specs, functions, strict=True)
+        ]
+        async with asyncio.TaskGroup() as group:
+            for worker in workers:
+                group.create_task(worker.run(stopping))
+
+    # -- blocking twins ----------------------------------------------------------------------
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop_thread is None:
+            self._loop_thread = _LoopThread()
+        return self._loop_thread.run(coroutine)
+
+    def submit(self, data: Any, job_id: str | None = None, trace: str = "") -> str:
+        return self._run(self.submit_async(data, job_id, trace))
+
+    def submit_many(self, jobs: Iterable[tuple[Any, str | None]]) -> list[str]:
+        return self._run(self.submit_many_async(list(jobs)))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        return self._run(self.wait_async(job_id, timeout))
+
+    def status(self, job_id: str) -> Job:
+        return self._run(self.status_async(job_id))
+
+    def close(self) -> None:
+        if self._loop_thread is not None:
+            self._loop_thread.run(self.close_async())
+            self._loop_thread.stop()
+            self._loop_thread = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close_async()
+
+
+def _seconds(duration: timedelta) -> int:
+    return max(int(duration.total_seconds()), 1)
+
+
+def _valid_job_id(job_id: str) -> bool:
+    return 0 < len(job_id) <= 200 and not any(ch.isspace() for ch in job_id)
+
+
+def _with_concurrency(spec: Any, concurrency: int) -> Any:
+    import dataclasses  # noqa: PLC0415 - only for the --concurrency override
+
+    return dataclasses.replace(spec, concurrency=concurrency)
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for the blocking twins of the async API."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="pipeline")
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()

@@ -1,0 +1,31 @@
+"""Trimming to `retention` that never passes an undelivered or unacknowledged entry.
+
+Each worker trims the streams it touches, at most once a second; the safety rule lives in
+`trim.lua`, which computes every group's floor in the same atomic step as the trim.
+"""
+
+from __future__ import annotations
+
+import time
+
+from framework import scripts
+from framework.config import Retention
+from framework.connection import AsyncClient
+
+# Bounded work per call keeps each script short; a stream far over its limit catches up over
+# a few calls instead of blocking the server for one long one.
+TRIM_LIMIT = 10_000
+
+
+async def trim(client: AsyncClient, stream: str, retention: Retention) -> int:
+    """Trim one stream as far as retention asks and safety allows; returns entries removed."""
+    if retention.max_len is None and retention.max_age is None:
+        return 0
+    max_len = "" if retention.max_len is None else retention.max_len
+    oldest_kept = ""
+    if retention.max_age is not None:
+        oldest_kept = str(int((time.time() - retention.max_age.total_seconds()) * 1000))
+    removed = await scripts.script(scripts.TRIM)(
+        client, [stream], [max_len, oldest_kept, TRIM_LIMIT]
+    )
+    return int(removed)

@@ -1,0 +1,81 @@
+"""Stream entries <-> deliveries: the wire format of DESIGN.md, and the bare-entry rule.
+
+An entry carries `job`, `data` (JSON) and an optional `trace`. An entry with no `data` field
+was written by plain Redis Streams code: its fields are the payload and its id is the job id.
+Retries carry two more fields: `for` (the one stage that should run it) and `attempt`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from framework.errors import PayloadError
+
+Fields = dict[bytes, bytes]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message handed to this worker: what was read, and which run of it this is."""
+
+    message_id: str
+    job: str
+    data: bytes
+    trace: str
+    attempt: int
+    deliveries: int = 1  # of this entry to this group; a handed-back message gives one back
+    target: str | None = None  # set on retries: the only stage that should run it
+    started: float = 0.0  # monotonic time the stage call began, for timings
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_entry(message_id: bytes | str, fields: Fields, deliveries: int = 1) -> Delivery:
+    """Read a stream entry; `deliveries` is how often the group has handed it out."""
+    entry_id = _text(message_id)
+    data = fields.get(b"data")
+    if data is None:
+        bare = {_text(key): _text(value) for key, value in fields.items()}
+        return Delivery(entry_id, entry_id, orjson.dumps(bare), "", deliveries, deliveries)
+    job = fields.get(b"job")
+    earlier = fields.get(b"attempt")
+    target = fields.get(b"for")
+    return Delivery(
+        message_id=entry_id,
+        job=_text(job) if job else entry_id,
+        data=data,
+        trace=_text(fields.get(b"trace", b"")),
+        attempt=(int(earlier) if earlier else 0) + deliveries,
+        deliveries=deliveries,
+        target=_text(target) if target else None,
+    )
+
+
+def encode_payload(payload: object, max_payload: int) -> bytes:
+    """JSON-encode a payload, refusing what is not JSON or too large (nothing is pickled)."""
+    try:
+        data = orjson.dumps(payload)
+    except TypeError as error:
+        raise PayloadError(f"payload is not JSON-serialisable: {error}") from None
+    check_size(data, max_payload)
+    return data
+
+
+def check_size(data: bytes, max_payload: int) -> None:
+    if len(data) > max_payload:
+        raise PayloadError(
+            f"payload is {len(data)} bytes, over max_payload {max_payload}; "
+            "send large documents as a reference (path, URL) instead"
+        )
+
+
+def decode_json_text(text: str | bytes) -> bytes:
+    """Validate JSON given as text (e.g. `--data`), returning it as compact bytes."""
+    try:
+        return orjson.dumps(orjson.loads(text))
+    except orjson.JSONDecodeError as error:
+        raise PayloadError(f"payload is not valid JSON: {error}") from None

@@ -1,0 +1,311 @@
+"""StageWorker: one stage's consumer. Reader, runners, committer and housekeeper run as sibling
+tasks; the lease keeper runs in a thread so that a stalled event loop cannot lose a lease.
+
+    reader ──inbox──> runners (concurrency) ──outbox──> committer (commit.lua, batched)
+       └─ XAUTOCLAIM expired leases, then XREADGROUP for free room only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from redis.exceptions import ResponseError
+
+from framework.backpressure import Downstream, Gate
+from framework.commits import Finished, commit
+from framework.config import PipelineSpec, StageSpec
+from framework.connection import TRANSIENT_ERRORS, AsyncClient, Server, SyncClient, retry_forever
+from framework.context import Context
+from framework.groups import ensure_groups, is_missing_group
+from framework.invocation import StageFunction
+from framework.keys import consumer_name
+from framework.leases import LeaseKeeper, hand_back, reclaim
+from framework.maintenance import Housekeeper
+from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
+from framework.wire import Delivery, decode_entry
+
+log = structlog.get_logger()
+
+READ_BLOCK_MS = 500  # how long a read waits for work; also bounds how late a stop is noticed
+MAX_COMMIT = 500  # messages per commit.lua call
+
+
+class StageWorker:
+    """Consumes one stage's input with the stage's function until told to stop."""
+
+    def __init__(
+        self,
+        pipeline: PipelineSpec,
+        stage: StageSpec,
+        client: AsyncClient,
+        server: Server,
+        lease_client: SyncClient,
+        function: StageFunction,
+        grace_period: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.pipeline, self.stage, self.client, self.server = pipeline, stage, client, server
+        self.function = function
+        self.grace_period = grace_period
+        self.consumer = consumer_name()
+        self.capacity = 2 * stage.concurrency * (stage.batch or 1)
+        self.log = log.bind(pipeline=pipeline.name, stage=stage.name, consumer=self.consumer)
+        self._held: dict[str, Delivery] = {}
+        self._lost: set[str] = set()
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Finished] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._running = 0
+        self._leases = LeaseKeeper(
+            lease_client, stage.input_stream, stage.name, self.consumer, stage.lease,
+            held=lambda: [i for i in tuple(self._held) if i not in self._lost],
+            on_lost=self._on_lost_threadsafe,
+        )
+        downstream = [
+            Downstream(s.name, s.input_stream, s.max_backlog)
+            for s in pipeline.stages
+            if s.input_stage == stage.name and s.max_backlog is not None
+        ]
+        self._gate = Gate(client, downstream)
+        streams = [stage.output_stream, pipeline.keys.dead, pipeline.keys.done]
+        if stage.input_stage is not None or stage.input_stream == pipeline.keys.input:
+            streams.insert(0, stage.input_stream)  # never trim another application's stream
+        self._housekeeper = Housekeeper(client, pipeline, streams)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Work until `stopping` is set, then drain within the grace period and return."""
+        self._loop = asyncio.get_running_loop()
+        await retry_forever(lambda: ensure_groups(self.client, self.pipeline), self._redis_down)
+        self._leases.start()
+        self.log.info("worker_started", concurrency=self.stage.concurrency, batch=self.stage.batch)
+        try:
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(self._read(stopping))
+                runners = [group.create_task(self._work()) for _ in range(self.stage.concurrency)]
+                committer = group.create_task(self._commit_loop())
+                housekeeper = group.create_task(self._housekeeper.run(stopping))
+                await stopping.wait()
+                await reader
+                await self._drain()
+                for task in (*runners, committer, housekeeper):
+                    task.cancel()
+        finally:
+            await self._release_held()
+            self._leases.stop()
+            self.function.close()
+        self.log.info("worker_stopped")
+
+    async def _drain(self) -> None:
+        """Hand back what never started; give running calls the grace period to finish."""
+        unstarted = []
+        while not self._inbox.empty():
+            unstarted.append(self._inbox.get_nowait())
+        await self._hand_back(unstarted)
+        deadline = time.monotonic() + self.grace_period.total_seconds()
+        while self._held and time.monotonic() < deadline:
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), timeout=0.1)
+            except TimeoutError:
+                pass
+        if self._held:
+            self.log.warning("grace_period_over", unfinished=len(self._held))
+
+    async def _release_held(self) -> None:
+        await self._hand_back(list(self._held.values()))
+
+    async def _hand_back(self, deliveries: list[Delivery]) -> None:
+        mine = [d for d in deliveries if d.message_id not in self._lost]
+        for delivery in deliveries:
+            self._held.pop(delivery.message_id, None)
+        if not mine:
+            return
+        try:
+            await hand_back(
+                self.client, self.stage.input_stream, self.stage.name, self.consumer, mine,
+                self.stage.lease,
+            )
+            self.log.info("messages_handed_back", count=len(mine))
+        except TRANSIENT_ERRORS as error:  # they stay pending; reclaim moves them after the lease
+            self.log.warning("hand_back_failed", count=len(mine), error=str(error))
+
+    def _redis_down(self, error: BaseException, delay: float) -> None:
+        self.log.warning("redis_unavailable", error=str(error), retry_in_s=round(delay, 2))
+
+    # -- reader ------------------------------------------------------------------------------
+
+    async def _read(self, stopping: asyncio.Event) -> None:
+        cursor, next_reclaim = "0-0", 0.0
+        delay = 0.05
+        while not stopping.is_set():
+            room = self.capacity - len(self._held)
+            if room <= 0:
+                self._room.clear()
+                try:
+                    await asyncio.wait_for(self._room.wait(), timeout=READ_BLOCK_MS / 1000)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                if not await self._gate.wait_open(stopping):
+                    break
+                if time.monotonic() >= next_reclaim:
+                    cursor, claimed = await reclaim(
+                        self.client, self.server, self.stage.input_stream, self.stage.name,
+                        self.consumer, self.stage.lease, cursor, room,
+                    )
+                    for delivery in claimed:
+                        self.log.info("lease_reclaimed", message_id=delivery.message_id,
+                                      job_id=delivery.job, attempt=delivery.attempt)
+                        self._accept(delivery)
+                    if cursor == "0-0" or not claimed:
+                        next_reclaim = time.monotonic() + self.stage.lease.total_seconds() / 4
+                    room -= len(claimed)
+                    if room <= 0:
+                        continue
+                reply = await self.client.xreadgroup(
+                    self.stage.name, self.consumer, {self.stage.input_stream: ">"},
+                    count=room, block=READ_BLOCK_MS,
+                )
+                delay = 0.05
+            except TRANSIENT_ERRORS as error:
+                self._redis_down(error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except ResponseError as error:
+                if not is_missing_group(error):
+                    raise
+                self.log.warning("group_missing_recreating", error=str(error))
+                await retry_forever(
+                    lambda: ensure_groups(self.client, self.pipeline), self._redis_down
+                )
+                continue
+            for _stream, entries in reply or ():
+                for message_id, fields in entries:
+                    if fields is not None:
+                        self._accept(decode_entry(message_id, fields))
+
+    def _accept(self, delivery: Delivery) -> None:
+        self._held[delivery.message_id] = delivery
+        self._lost.discard(delivery.message_id)
+        self._inbox.put_nowait(delivery)
+
+    def _on_lost_threadsafe(self, ids: list[str]) -> None:
+        # Most "lost" ids were just committed (renewal raced the commit): keep the others.
+        still_held = [i for i in ids if i in self._held]
+        if still_held:
+            self._loop.call_soon_threadsafe(self._on_lost, still_held)
+
+    def _on_lost(self, ids: list[str]) -> None:
+        for message_id in ids:
+            if message_id in self._held and message_id not in self._lost:
+                self._lost.add(message_id)
+                self.log.warning("lease_lost", message_id=message_id)
+
+    # -- runners -----------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        batch = self.stage.batch
+        while True:
+            taken = [await self._inbox.get()]
+            while batch and len(taken) < batch and not self._inbox.empty():
+                taken.append(self._inbox.get_nowait())
+            self._running += 1
+            try:
+                await self._run(taken)
+            finally:
+                self._running -= 1
+
+    async def _run(self, deliveries: list[Delivery]) -> None:
+        mine = []
+        for delivery in deliveries:
+            if delivery.target is not None and delivery.target != self.stage.name:
+                self._outbox.put_nowait((delivery, Skip(), 0.0))
+            else:
+                mine.append(delivery)
+        if not mine:
+            return
+        if self.stage.batch is None:
+            for delivery in mine:
+                started = time.perf_counter()
+                outcome = await self.function.call(delivery, self._context(delivery))
+                self._outbox.put_nowait((delivery, outcome, time.perf_counter() - started))
+            return
+        # A retried item runs alone: a poison payload must not keep failing its neighbours.
+        fresh = [d for d in mine if d.attempt <= 1]
+        groups = [fresh] if fresh else []
+        groups.extend([d] for d in mine if d.attempt > 1)
+        for group in groups:
+            started = time.perf_counter()
+            contexts = tuple(self._context(d) for d in group)
+            batch_context = Context(**{**_fields(contexts[0]), "items": contexts})
+            outcomes = await self.function.call_batch(group, batch_context)
+            elapsed = (time.perf_counter() - started) / len(group)
+            for delivery, outcome in zip(group, outcomes, strict=True):
+                self._outbox.put_nowait((delivery, outcome, elapsed))
+
+    def _context(self, delivery: Delivery) -> Context:
+        bound = self.log.bind(
+            job_id=delivery.job, message_id=delivery.message_id, attempt=delivery.attempt
+        ) if self.function.wants_context else self.log
+        return Context(
+            delivery.job, self.stage.name, delivery.attempt, delivery.message_id, bound, self.client
+        )
+
+    # -- committer ---------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            finished = [await self._outbox.get()]
+            while len(finished) < MAX_COMMIT and not self._outbox.empty():
+                finished.append(self._outbox.get_nowait())
+            # Shielded: a commit cut short by shutdown would leave its outcome unknown.
+            statuses = await asyncio.shield(
+                retry_forever(
+                    lambda batch=finished: commit(  # type: ignore[misc]
+                        self.client, self.pipeline, self.stage, self.consumer, batch
+                    ),
+                    self._redis_down,
+                )
+            )
+            for (delivery, outcome, elapsed), owned in zip(finished, statuses, strict=True):
+                self._held.pop(delivery.message_id, None)
+                self._log_outcome(delivery, outcome, owned, elapsed)
+            self._lost.difference_update(d.message_id for d, _, _ in finished)
+            self._room.set()
+
+    def _log_outcome(self, delivery: Delivery, outcome: Outcome, owned: bool, elapsed: float) -> None:
+        fields: dict[str, Any] = {
+            "job_id": delivery.job,
+            "message_id": delivery.message_id,
+            "attempt": delivery.attempt,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        if not owned:
+            self.log.warning("late_result_dropped", **fields)
+        elif isinstance(outcome, Emit):
+            self.log.info("message_done", outputs=len(outcome.payloads), **fields)
+        elif isinstance(outcome, Drop):
+            self.log.info("message_dropped", **fields)
+        elif isinstance(outcome, RetryLater):
+            self.log.warning("retry_scheduled", error=outcome.error,
+                             delay_ms=int(outcome.delay.total_seconds() * 1000), **fields)
+        elif isinstance(outcome, DeadLetter):
+            self.log.error("dead_lettered", error=outcome.error, **fields)
+
+
+def _fields(context: Context) -> dict[str, Any]:
+    return {
+        "job_id": context.job_id,
+        "stage": context.stage,
+        "attempt": context.attempt,
+        "message_id": context.message_id,
+        "log": context.log,
+        "redis": context.redis,
+    }
