@@ -37,17 +37,28 @@ class Gate:
         self.recheck = recheck
         self._checked_at = 0.0
         self._blocked_by: Downstream | None = None
+        self._headroom = 0  # how many more we may emit before the last measure could be stale
+        self._emitted = 0
+
+    def note_emitted(self, count: int) -> None:
+        """Count outputs written since the last measure, so a fast stage re-measures early."""
+        self._emitted += count
 
     async def blocked_by(self) -> Downstream | None:
-        """The first stage over its limit, re-measured at most every `recheck` seconds."""
+        """The first stage at its limit; re-measured every `recheck` s, or sooner when our own
+        outputs since the last measure could have filled it."""
         if not self.downstream:
             return None
         now = time.monotonic()
-        if now - self._checked_at >= self.recheck:
+        if now - self._checked_at >= self.recheck or self._emitted >= self._headroom:
             self._checked_at = now
+            self._emitted = 0
             self._blocked_by = None
+            self._headroom = min(stage.limit for stage in self.downstream)
             for stage in self.downstream:
-                if await backlog(self.client, stage.stream, stage.stage, stage.limit) >= stage.limit:
+                level = await backlog(self.client, stage.stream, stage.stage, stage.limit)
+                self._headroom = min(self._headroom, stage.limit - level)
+                if level >= stage.limit:
                     self._blocked_by = stage
                     break
         return self._blocked_by

@@ -65,9 +65,10 @@ def load_spec(path: str | Path, env: Mapping[str, str] | None = None) -> Pipelin
         ConfigError: for every mistake in the file, as one line naming the field.
     """
     label = str(path)
+    environ = os.environ if env is None else env
     try:
-        tree = _expand(_read_yaml(Path(path), label), (), os.environ if env is None else env)
-        model = _with_redis_url(_validate(tree, label), os.environ if env is None else env, label)
+        tree = _expand(_read_yaml(Path(path), label), (), environ)
+        model = _with_redis_url(_validate(tree, label), environ, label)
     except _FieldProblem as problem:
         raise ConfigError(label, _dotted(problem.loc), problem.problem) from None
     except RecursionError:
@@ -192,7 +193,12 @@ def _with_redis_url(model: PipelineConfig, env: Mapping[str, str], label: str) -
 
 def _config_error(error: ValidationError, label: str) -> ConfigError:
     """The first of pydantic's errors, at a path and in words a person can act on."""
-    detail = error.errors(include_url=False)[0]
+    details = error.errors(include_url=False)
+    detail = details[0]
+    if detail["type"] == "missing":  # a misspelt key explains a "required" beside it
+        parent = detail["loc"][:-1]
+        typos = [d for d in details if d["type"] == "extra_forbidden" and d["loc"][:-1] == parent]
+        detail = typos[0] if typos else detail
     loc = _clean(detail["loc"], detail["input"])
     return ConfigError(label, _dotted(loc), _problem(detail, loc))
 

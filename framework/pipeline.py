@@ -171,7 +171,7 @@ class Pipeline:
         specs = [self.spec.stage(name) for name in names]
         if concurrency is not None:
             specs = [_with_concurrency(spec, concurrency) for spec in specs]
-        source = str(self.spec.source.name)
+        source = self.spec.label or self.spec.source.name
         functions = [
             StageFunction(spec, self.spec.base_dir, source, self.spec.max_payload) for spec in specs
         ]

@@ -6,12 +6,16 @@ so a NOSCRIPT reply falls back to EVAL, which caches the script again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
+
+CLUSTER_FANOUT = 50  # concurrent calls (and so connections) when pipelining is not possible
 
 
 class AsyncRedis(Protocol):
@@ -43,7 +47,13 @@ class Script:
 
         A NOSCRIPT reply means that call did not run, so only those are sent again.
         """
-        replies: list[Any] = [None] * len(calls)
+        if isinstance(client, RedisCluster):  # redis-py cannot pipeline EVALSHA on a cluster
+            replies = []
+            for start in range(0, len(calls), CLUSTER_FANOUT):
+                chunk = calls[start : start + CLUSTER_FANOUT]
+                replies += await asyncio.gather(*(self(client, k, a) for k, a in chunk))
+            return replies
+        replies = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
             pipe = client.pipeline(transaction=False)

@@ -276,6 +276,8 @@ class StageWorker:
             )
             for (delivery, outcome, elapsed), owned in zip(finished, statuses, strict=True):
                 self._held.pop(delivery.message_id, None)
+                if owned and isinstance(outcome, Emit):
+                    self._gate.note_emitted(len(outcome.payloads))
                 self._log_outcome(delivery, outcome, owned, elapsed)
             self._lost.difference_update(d.message_id for d, _, _ in finished)
             self._room.set()

@@ -1,0 +1,39 @@
+"""The same pipeline on Redis Cluster and over TLS: one pipeline lives in one hash slot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines import write_pipeline
+from servers import RedisClusterNodes, RedisServer
+
+from framework.testing import running_pipeline
+
+CODE = """
+def split(doc):
+    return [{"part": i} for i in range(doc["parts"])]
+
+def double(doc):
+    return {"part": doc["part"] * 2}
+"""
+STAGES = 'split:\n  function: "{mod}:split"\ndouble:\n  function: "{mod}:double"'
+
+
+async def test_fan_out_pipeline_on_a_redis_cluster(
+    redis_cluster: RedisClusterNodes, pipeline_name: str, tmp_path: Path
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
+    async with running_pipeline(path, redis_cluster.url) as pipeline:
+        ids = await pipeline.submit_many_async([({"parts": n}, None) for n in range(1, 6)])
+        jobs = await pipeline.wait_all_async(ids, timeout=20)
+    assert [sorted(r["part"] for r in jobs[i].results) for i in ids] == [
+        [2 * p for p in range(n)] for n in range(1, 6)
+    ]
+
+
+async def test_pipeline_over_tls(tls_redis: RedisServer, pipeline_name: str, tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
+    url = f"{tls_redis.url}?ssl_ca_certs={tls_redis.ca_file}"
+    async with running_pipeline(path, url) as pipeline:
+        job = await pipeline.wait_async(await pipeline.submit_async({"parts": 3}), timeout=10)
+    assert sorted(r["part"] for r in job.results) == [0, 2, 4]

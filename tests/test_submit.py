@@ -1,0 +1,68 @@
+"""Submit: idempotent by job id, refuses bad payloads before writing, and creates every
+consumer group first, so work queued before any worker ran (ours or another app's) is done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipelines import write_pipeline
+from servers import RedisServer
+
+from framework import PayloadError, RedisUnavailable
+from framework.pipeline import Pipeline
+from framework.testing import running_pipeline
+
+CODE = "def same(doc):\n    return doc\n"
+STAGES = 'one:\n  function: "{mod}:same"\ntwo:\n  function: "{mod}:same"\n  start: new'
+
+
+def test_the_same_job_id_twice_makes_one_job(
+    redis_server: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
+    with Pipeline.load(path, {"REDIS_URL": redis_server.url}) as pipeline:
+        first = pipeline.submit({"text": "a"}, job_id="order-17")
+        again = pipeline.submit({"text": "a"}, job_id="order-17")
+        assert first == again == "order-17"
+        assert pipeline.status("order-17").state == "queued"
+    with redis_server.client() as client:
+        assert client.xlen(f"{{{pipeline_name}}}:input") == 1
+        groups = {g["name"].decode() for g in client.xinfo_groups(f"{{{pipeline_name}}}:input")}
+        assert groups == {"one"}, "groups exist before any worker ran"
+        assert {g["name"].decode() for g in client.xinfo_groups(f"{{{pipeline_name}}}:one")} == {
+            "two"
+        }
+        client.delete(f"{{{pipeline_name}}}:job:order-17")
+
+
+def test_payloads_that_are_not_json_or_too_large_are_refused_and_nothing_is_written(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE, "max_payload: 1KiB")
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        with pytest.raises(PayloadError, match="over max_payload 1024"):
+            pipeline.submit({"text": "x" * 2000})
+        with pytest.raises(PayloadError, match="not JSON"):
+            pipeline.submit({"when": object()})
+    with redis7.client() as client:
+        assert client.xlen(f"{{{pipeline_name}}}:input") == 0
+
+
+def test_unreachable_redis_is_one_clear_error(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, "nowhere", STAGES, CODE)
+    with Pipeline.load(path, {"REDIS_URL": "redis://127.0.0.1:1"}) as pipeline, pytest.raises(
+        RedisUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1"
+    ):
+        pipeline.submit({"text": "a"})
+
+
+async def test_entries_xadded_before_any_worker_or_submit_are_processed(
+    redis_server: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    with redis_server.client() as client:
+        entry = client.xadd(f"{{{pipeline_name}}}:input", {"prompt": "early"}).decode()
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
+    async with running_pipeline(path, redis_server.url) as pipeline:
+        job = await pipeline.wait_async(entry, timeout=10)
+    assert job.result == {"prompt": "early"}
