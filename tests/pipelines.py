@@ -46,10 +46,16 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """`pipeline worker STAGE` as its own process, the way a container runs it."""
     command = [sys.executable, "-m", "framework", "-f", str(pipeline), "worker", stage, *args]
-    output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(
-        command, env=worker_env(redis_url, **env), stdout=output, stderr=output, cwd=pipeline.parent
-    )
+    if log is None:
+        return subprocess.Popen(
+            command, env=worker_env(redis_url, **env), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, cwd=pipeline.parent,
+        )
+    with open(log, "ab") as output:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            command, env=worker_env(redis_url, **env), stdout=output, stderr=output,
+            cwd=pipeline.parent,
+        )
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:

@@ -19,6 +19,7 @@ for i = 3, #ARGV do
   end
 end
 if #mine > 0 then
-  redis.call("XCLAIM", stream, group, consumer, 0, unpack(mine), "JUSTID")
+  mine[#mine + 1] = "JUSTID"  -- unpack() must come last in an argument list, or it yields one
+  redis.call("XCLAIM", stream, group, consumer, 0, unpack(mine))
 end
 return lost

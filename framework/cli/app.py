@@ -1,0 +1,87 @@
+"""The `pipeline` command: the typer app, the global `-f`, and the one place errors are handled.
+
+`main()` catches `PipelineError` once and prints `str(error)` as one line on stderr, exiting
+with `error.exit_code`: a user's mistake never shows a traceback, while a bug of ours (any
+other exception) still does. Usage errors are one line too, exit 2; Ctrl-C exits 130 quietly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from framework import logs
+from framework.cli import check, dead, run, status, submit, worker
+from framework.cli.common import Options
+from framework.errors import PipelineError
+
+# typer 0.2x vendors click (its ClickException derives from typer.TyperException); older typer
+# re-exports click's own. Either way it is the base of BadParameter.
+UsageErrors: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+app = typer.Typer(
+    name="pipeline",
+    help="Multi-stage document pipelines on Redis Streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # our bugs get a plain, complete traceback
+)
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Option(
+            "--file", "-f", envvar="PIPELINE_FILE", help="The pipeline definition to use."
+        ),
+    ] = Path("pipeline.yaml"),
+) -> None:
+    """Multi-stage document pipelines on Redis Streams."""
+    ctx.obj = Options(file=file)
+
+
+app.command("run")(run.run_command)
+app.command("worker")(worker.worker)
+app.command("submit")(submit.submit)
+app.command("status")(status.status)
+app.command("check")(check.check)
+app.add_typer(dead.app, name="dead")
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    sys.stdout.flush()
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def _usage_message(error: Exception) -> str:
+    format_message = getattr(error, "format_message", None)
+    message = format_message() if callable(format_message) else str(error)
+    context = getattr(error, "ctx", None)
+    if context is None:
+        return f"error: {message}"
+    return f"error: {message} (see: {context.command_path} --help)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `pipeline` console script (and `python -m framework`)."""
+    logs.configure()
+    try:
+        code = app(args=argv, prog_name="pipeline", standalone_mode=False)
+    except PipelineError as error:
+        _exit(str(error), error.exit_code)
+    except UsageErrors as error:  # a bad option, a missing argument; or help for no arguments
+        code = int(getattr(error, "exit_code", 2))
+        if not str(error):
+            sys.exit(code)
+        _exit(_usage_message(error), code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

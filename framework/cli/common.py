@@ -1,0 +1,71 @@
+"""What every command shares: the global `-f` file, loading the pipeline, and connecting to it.
+
+One place, so each command module holds only its own command; and so that every command finds
+pipeline.yaml (and the stage modules beside it) the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from framework.connection import AsyncClient
+from framework.errors import PipelineError
+from framework.pipeline import Pipeline
+
+T = TypeVar("T")
+
+
+class UsageProblem(PipelineError):
+    """A command used wrongly (a missing file, options that do not go together); exit 2."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The global options, given before the command: `pipeline -f other.yaml status`."""
+
+    file: Path
+
+
+def pipeline_file(ctx: typer.Context) -> Path:
+    options = ctx.find_object(Options)
+    return options.file if options is not None else Path("pipeline.yaml")
+
+
+def load_pipeline(ctx: typer.Context) -> Pipeline:
+    """Load the global `-f` file; its folder goes first on sys.path for the stage modules."""
+    pipeline = Pipeline.load(pipeline_file(ctx))
+    folder = str(pipeline.spec.base_dir)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return pipeline
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine on a fresh event loop."""
+    return asyncio.run(coroutine)
+
+
+@contextlib.asynccontextmanager
+async def connected(pipeline: Pipeline) -> AsyncIterator[AsyncClient]:
+    """The pipeline's client (starting embedded Redis if configured); closed on the way out."""
+    try:
+        yield await pipeline.client()
+    finally:
+        await pipeline.close_async()
+
+
+def check_exclusive(**given: object) -> None:
+    """Refuse options that do not go together: `check_exclusive(ids=ids, all=everything)`."""
+    used = [name for name, value in given.items() if value]
+    if len(used) > 1:
+        raise UsageProblem(f"use only one of {', '.join(used)}")

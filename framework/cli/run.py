@@ -1,0 +1,175 @@
+"""`pipeline run PATH...`: the whole pipeline on one machine, from files to printed results.
+
+Every stage runs in this process (against embedded Redis unless REDIS_URL is set), the files
+are submitted as jobs, and each job's result is printed once all have finished. Stage functions
+are imported before anything is submitted, so a broken stage module costs no queued jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from framework import logs
+from framework.cli.check import import_stages
+from framework.cli.common import connected, load_pipeline, run
+from framework.cli.display import compact, first_line, json_line
+from framework.cli.documents import Document, check_sizes, find_documents
+from framework.errors import BacklogFull, PipelineError, WaitTimeout
+from framework.jobs import Job
+from framework.pipeline import Pipeline
+
+SUBMIT_CHUNK = 100  # documents read and submitted per round trip
+GRACE_PERIOD = timedelta(seconds=10)
+BACKLOG_PAUSE = 0.2  # seconds to wait when the first stage's max_backlog refuses a document
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    document: Document
+    job: Job
+
+
+class JobsUnfinished(PipelineError):
+    """`--timeout` passed with jobs still queued or running."""
+
+    def __init__(self, unfinished: int, total: int, timeout: float) -> None:
+        super().__init__(f"{unfinished} of {total} jobs not finished after {timeout:g}s")
+
+
+@contextlib.contextmanager
+def progress(total: int) -> Iterator[Callable[[Job], None]]:
+    """A progress bar on stderr when it is a terminal; otherwise nothing at all."""
+    if not sys.stderr.isatty():
+        yield lambda job: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("processing", total=total)
+        yield lambda job: bar.advance(task)
+
+
+async def submit_documents(pipeline: Pipeline, documents: list[Document]) -> list[str]:
+    """Submit in chunks; with `max_backlog` on the first stage, one at a time, waiting for room."""
+    limit = pipeline.spec.max_payload
+    chunk = 1 if pipeline.spec.first.max_backlog is not None else SUBMIT_CHUNK
+    ids: list[str] = []
+    for start in range(0, len(documents), chunk):
+        jobs = [(document.encoded(limit), None) for document in documents[start : start + chunk]]
+        while True:
+            try:
+                ids += await pipeline.submit_many_async(jobs)
+                break
+            except BacklogFull:  # one document per call: nothing of it was written
+                await asyncio.sleep(BACKLOG_PAUSE)
+    return ids
+
+
+async def wait_for_jobs(
+    pipeline: Pipeline,
+    ids: list[str],
+    timeout: float | None,
+    on_finished: Callable[[Job], None],
+    workers: asyncio.Task[None],
+) -> dict[str, Job]:
+    """Every job, finished or (after `timeout`) as it stands; a crashed worker ends the wait."""
+    finished: dict[str, Job] = {}
+
+    def note(job: Job) -> None:
+        finished[job.id] = job
+        on_finished(job)
+
+    waiting = asyncio.create_task(pipeline.wait_all_async(ids, timeout, note))
+    await asyncio.wait({waiting, workers}, return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        workers.result()  # raises what stopped the workers
+        raise PipelineError("the workers stopped before every job finished")
+    with contextlib.suppress(WaitTimeout):
+        return waiting.result()
+    for job_id in ids:
+        if job_id not in finished:
+            finished[job_id] = await pipeline.status_async(job_id)
+    return finished
+
+
+async def process(
+    pipeline: Pipeline, documents: list[Document], timeout: float | None
+) -> list[Outcome]:
+    stopping = asyncio.Event()
+    async with connected(pipeline):
+        workers = asyncio.create_task(
+            pipeline.run_workers_async(None, stopping, grace_period=GRACE_PERIOD)
+        )
+        try:
+            with progress(len(documents)) as advance:
+                ids = await submit_documents(pipeline, documents)
+                jobs = await wait_for_jobs(pipeline, ids, timeout, advance, workers)
+        finally:
+            stopping.set()
+            await workers
+    return [Outcome(doc, jobs[job_id]) for doc, job_id in zip(documents, ids, strict=True)]
+
+
+def print_outcome(outcome: Outcome) -> None:
+    job = outcome.job
+    if job.state == "failed":
+        shown = first_line(job.error, limit=500) or "failed"
+    elif job.finished:
+        shown = compact(job.result) if job.results else "(no result)"
+    else:
+        shown = f"(still {job.state})"
+    typer.echo(f"{outcome.document.path}  {job.state}  {shown}")
+
+
+def write_output(path: Path, outcomes: list[Outcome]) -> None:
+    with path.open("w", encoding="utf-8") as output:
+        for outcome in outcomes:
+            job = outcome.job
+            record = {"job": job.id, "filename": outcome.document.name, "state": job.state,
+                      "result": job.result, "error": job.error}  # fmt: skip
+            output.write(json_line(record) + "\n")
+
+
+def run_command(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH...", help="Files or folders; each file one job.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write full results as JSON Lines.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="Seconds to wait for all jobs (default: no limit).")
+    ] = None,
+) -> None:
+    """Run every stage here, process the documents, print each result; exit 1 if any failed."""
+    documents = find_documents(paths)
+    logs.configure(level=os.environ.get("PIPELINE_LOG_LEVEL") or "error")
+    pipeline = load_pipeline(ctx)
+    check_sizes(documents, pipeline.spec.max_payload)
+    import_stages(pipeline)
+    outcomes = run(process(pipeline, documents, timeout))
+    for outcome in outcomes:
+        print_outcome(outcome)
+    if output is not None:
+        write_output(output, outcomes)
+    unfinished = sum(1 for outcome in outcomes if not outcome.job.finished)
+    if unfinished:
+        raise JobsUnfinished(unfinished, len(outcomes), timeout or 0.0)
+    if any(outcome.job.state == "failed" for outcome in outcomes):
+        raise typer.Exit(1)

@@ -1,0 +1,109 @@
+"""`pipeline submit FILE... | --data JSON | -`: queue jobs, print one job id per line.
+
+All-or-nothing on input: every payload is read and checked (JSON, max_payload) before the
+first is submitted, so a bad line 9000 of a JSON Lines file does not leave 8999 jobs queued
+and the user unsure which. With `--wait`, each job's outcome follows as one JSON line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import orjson
+import typer
+
+from framework.cli.common import UsageProblem, connected, load_pipeline, run
+from framework.cli.display import json_line
+from framework.cli.documents import check_sizes, find_documents
+from framework.errors import PayloadError
+from framework.pipeline import Pipeline
+from framework.wire import decode_json_text, encode_payload
+
+STDIN = "-"
+
+
+def parse_json(text: str | bytes, where: str, max_payload: int) -> Any:
+    """One payload from JSON text, or a PayloadError that says where it came from."""
+    try:
+        payload = orjson.loads(decode_json_text(text))
+        encode_payload(payload, max_payload)
+    except PayloadError as error:
+        raise PayloadError(f"{where}: {error}") from None
+    return payload
+
+
+def read_json_lines(stream: TextIO, max_payload: int) -> list[Any]:
+    """One payload per non-blank line; the first bad line fails the whole input."""
+    payloads = [
+        parse_json(line, f"stdin line {number}", max_payload)
+        for number, line in enumerate(stream, start=1)
+        if line.strip()
+    ]
+    if not payloads:
+        raise UsageProblem("stdin: no JSON lines to submit")
+    return payloads
+
+
+def read_payloads(sources: list[str], data: str | None, max_payload: int) -> list[Any]:
+    if data is not None:
+        if sources:
+            raise UsageProblem("give FILE arguments, - or --data, not several")
+        return [parse_json(data, "--data", max_payload)]
+    if sources == [STDIN]:
+        return read_json_lines(sys.stdin, max_payload)
+    if not sources:
+        raise UsageProblem("nothing to submit: give FILE..., --data JSON, or - for JSON Lines")
+    if STDIN in sources:
+        raise UsageProblem("- (stdin) cannot be combined with FILE arguments")
+    documents = find_documents([Path(source) for source in sources])
+    check_sizes(documents, max_payload)
+    return [document.encoded(max_payload) for document in documents]
+
+
+async def submit_and_wait(
+    pipeline: Pipeline, jobs: list[tuple[Any, str | None]], wait: bool, timeout: float | None
+) -> bool:
+    """Submit, print the ids; with `wait`, print each outcome. True when none failed."""
+    async with connected(pipeline):
+        ids = await pipeline.submit_many_async(jobs)
+        for job_id in ids:
+            typer.echo(job_id)
+        if not wait:
+            return True
+        sys.stdout.flush()  # the ids are useful while we wait
+        finished = await pipeline.wait_all_async(ids, timeout)
+    for job_id in ids:
+        job = finished[job_id]
+        typer.echo(json_line({"job": job.id, "state": job.state, "result": job.result,
+                              "error": job.error}))  # fmt: skip
+    return all(finished[job_id].state == "done" for job_id in ids)
+
+
+def submit(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(help="Files or folders (each file one job), or - for JSON Lines on stdin."),
+    ] = None,
+    data: Annotated[str | None, typer.Option("--data", "-d", help="One job, this JSON.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait, print each job's outcome.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="With --wait: give up after this many seconds.")
+    ] = None,
+    job_id: Annotated[
+        str | None,
+        typer.Option(help="The job's id (one job only); submitting the same id again is a no-op."),
+    ] = None,
+) -> None:
+    """Queue jobs and print one job id per line; with --wait, exit 1 if any job failed."""
+    if timeout is not None and not wait:
+        raise UsageProblem("--timeout only applies with --wait")
+    pipeline = load_pipeline(ctx)
+    payloads = read_payloads(list(sources or []), data, pipeline.spec.max_payload)
+    if job_id is not None and len(payloads) != 1:
+        raise UsageProblem(f"--job-id needs exactly one job, got {len(payloads)}")
+    jobs = [(payload, job_id) for payload in payloads]
+    if not run(submit_and_wait(pipeline, jobs, wait, timeout)):
+        raise typer.Exit(1)

@@ -1,0 +1,84 @@
+"""`pipeline worker STAGE | --all`: a stage's consumer, for a container; and its signal handling.
+
+The only place in the framework that installs signal handlers (a library must not take its
+host's signals): SIGTERM or SIGINT sets the stopping event, so the worker stops reading and
+finishes or hands back what it holds within the grace period, then exits 0. A second signal
+exits at once with 130; what was in flight stays pending and is reclaimed after its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import timedelta
+from typing import Annotated
+
+import structlog
+import typer
+
+from framework.cli.common import UsageProblem, load_pipeline, run
+from framework.durations import parse_duration
+from framework.pipeline import Pipeline
+
+log = structlog.get_logger()
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def install_stop_handlers(stopping: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT: graceful stop. Second: exit 130 now, without cleanup."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            sys.stderr.flush()
+            os._exit(130)  # at once: atexit would join the threads of a hung stage call
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+async def serve(
+    pipeline: Pipeline, stages: list[str] | None, concurrency: int | None, grace: timedelta
+) -> None:
+    stopping = asyncio.Event()
+    install_stop_handlers(stopping)
+    try:
+        await pipeline.run_workers_async(stages, stopping, concurrency, grace)
+    finally:
+        await pipeline.close_async()
+
+
+def parse_grace_period(value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise UsageProblem(f"--grace-period: {error}") from None
+
+
+def worker(
+    ctx: typer.Context,
+    stages: Annotated[
+        list[str] | None, typer.Argument(help="Stage(s) to consume; see --all.", show_default=False)
+    ] = None,
+    all_stages: Annotated[bool, typer.Option("--all", help="Run every stage.")] = False,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Messages in flight per stage (overrides the YAML).")
+    ] = None,
+    grace_period: Annotated[
+        str, typer.Option(help="How long in-flight messages may finish after SIGTERM.")
+    ] = "30s",
+) -> None:
+    """Consume STAGE's input until SIGTERM/SIGINT (graceful; a second signal exits at once)."""
+    if bool(stages) == all_stages:
+        raise UsageProblem("name a STAGE to run, or --all (not both)")
+    grace = parse_grace_period(grace_period)
+    pipeline = load_pipeline(ctx)
+    names = list(dict.fromkeys(stages or ()))
+    for name in names:
+        pipeline.spec.stage(name)  # unknown stage: ConfigError, exit 2, before connecting
+    run(serve(pipeline, None if all_stages else names, concurrency, grace))

@@ -1,0 +1,1 @@
+"""The example document pipeline's stage functions: extract -> analyze -> summarize -> embed."""

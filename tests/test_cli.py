@@ -1,0 +1,324 @@
+"""The `pipeline` command as users and scripts meet it: exit codes, one-line errors, stdout.
+
+Each command runs as its own process (`python -m framework`, what the console script calls),
+against the real-Redis fixtures, so what is checked is what a shell sees: no traceback for a
+user's mistake, exit 2 for usage and config errors, 1 for failures, 0 for success.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from pipelines import start_worker, worker_env, write_pipeline
+from servers import RedisServer, wait_until
+
+from framework.cli.display import compact
+from framework.testing import running_pipeline
+
+SAME = "def same(doc):\n    return doc\n"
+TWO_STAGES = 'one:\n  function: "{mod}:same"\ntwo:\n  function: "{mod}:same"'
+
+UPPER = """\
+from framework import Fail
+
+def upper(doc):
+    if "fail" in doc["text"]:
+        raise Fail("refusing " + doc["filename"])
+    return {"text": doc["text"].upper(), "vector": [0.25] * 384}
+"""
+
+SLOW = "import time\n\ndef slow(doc):\n    time.sleep(60)\n    return doc\n"
+
+
+def cli(
+    folder: Path, *args: str, redis_url: str = "redis://127.0.0.1:1", stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`pipeline ARGS` in `folder`, as a shell would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "framework", *args],
+        cwd=folder,
+        env=worker_env(redis_url),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert text in result.stderr
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+def test_check_imports_every_stage_and_says_ok(tmp_path: Path, pipeline_name: str) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    result = cli(tmp_path, "check")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("one: stages_")
+    assert lines[1].startswith("two: ")
+    assert lines[-1] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        (
+            'one:\n  function: "{mod}:same"\n  batch: 0',
+            "pipeline.yaml: stages.one.batch: must be >= 1",
+        ),
+        ('one:\n  function: "{mod}:missing"', "pipeline.yaml: stages.one.function: module"),
+    ],
+    ids=["bad-setting", "no-such-function"],
+)
+def test_check_reports_a_bad_pipeline_in_one_line_with_exit_2(
+    tmp_path: Path, pipeline_name: str, stages: str, message: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, stages, SAME)
+    assert_one_line_error(cli(tmp_path, "check"), 2, message)
+
+
+def test_a_missing_pipeline_file_is_one_line_with_exit_2(tmp_path: Path) -> None:
+    result = cli(tmp_path, "-f", "elsewhere.yaml", "status")
+    assert_one_line_error(result, 2, "elsewhere.yaml: file not found")
+
+
+# -- submit ----------------------------------------------------------------------------------
+
+
+def test_submit_with_unreachable_redis_is_one_line_with_exit_1(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    result = cli(tmp_path, "submit", "--data", '{"text": "a"}', redis_url="redis://127.0.0.1:1")
+    assert_one_line_error(result, 1, "cannot reach Redis at redis://127.0.0.1:1")
+    assert result.stdout == ""
+
+
+def test_submit_stdin_with_a_bad_line_names_it_and_submits_nothing(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    lines = '{"text": "a"}\n\n{"text": oops}\n{"text": "c"}\n'
+    result = cli(tmp_path, "submit", "-", redis_url=redis7.url, stdin=lines)
+    assert_one_line_error(result, 1, "stdin line 3: payload is not valid JSON")
+    assert result.stdout == ""
+    with redis7.client() as client:
+        assert client.xlen(f"{{{pipeline_name}}}:input") == 0
+
+
+def test_submit_stdin_prints_one_job_id_per_line(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    result = cli(tmp_path, "submit", "-", redis_url=redis7.url, stdin='{"n": 1}\n{"n": 2}\n')
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 2
+    with redis7.client() as client:
+        assert client.xlen(f"{{{pipeline_name}}}:input") == 2
+
+
+def test_job_id_needs_exactly_one_job(tmp_path: Path, pipeline_name: str) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    result = cli(tmp_path, "submit", "--job-id", "x", "-", stdin='{"n": 1}\n{"n": 2}\n')
+    assert_one_line_error(result, 2, "--job-id needs exactly one job, got 2")
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+def test_a_submitted_job_shows_as_queued_in_status(
+    redis_server: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    url = redis_server.url
+    submitted = cli(tmp_path, "submit", "--data", '{"text": "a"}', "--job-id", "j-1", redis_url=url)
+    assert (submitted.returncode, submitted.stdout) == (0, "j-1\n"), submitted.stderr
+
+    job = orjson.loads(cli(tmp_path, "status", "j-1", "--json", redis_url=url).stdout)
+    assert (job["id"], job["state"], job["outstanding"]) == ("j-1", "queued", 1)
+
+    overview = orjson.loads(cli(tmp_path, "status", "--json", redis_url=url).stdout)
+    one, two = overview["stages"]
+    assert (one["stage"], one["length"], one["lag"], one["pending"]) == ("one", 1, 1, 0)
+    assert (two["stage"], two["length"], two["lag"]) == ("two", 0, 0)
+    assert cli(tmp_path, "status", redis_url=url).returncode == 0
+
+
+def test_status_of_an_unknown_job_is_one_line_with_exit_1(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    result = cli(tmp_path, "status", "nope", redis_url=redis7.url)
+    assert_one_line_error(result, 1, "job 'nope' not found")
+
+
+# -- dead ------------------------------------------------------------------------------------
+
+
+def add_dead_letter(server: RedisServer, name: str, job: str) -> str:
+    """A dead letter of stage `one`, as commit.lua writes it, and its failed job."""
+    now = str(int(time.time() * 1000))
+    with server.client() as client:
+        entry: bytes = client.xadd(
+            f"{{{name}}}:dead",
+            {"stage": "one", "job": job, "id": "1-1", "stream": f"{{{name}}}:input",
+             "data": '{"text": "a"}', "error": "ValueError: boom", "traceback": "Traceback ...",
+             "attempts": "3", "trace": "", "failed_at": now},
+        )  # fmt: skip
+        client.hset(
+            f"{{{name}}}:job:{job}",
+            mapping={"state": "failed", "outstanding": 0, "failed": 1, "submitted": now,
+                     "finished": now, "error": "one: ValueError: boom"},
+        )  # fmt: skip
+    return entry.decode()
+
+
+async def test_dead_letters_are_listed_retried_and_purged(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    url, dead, job_key = redis7.url, f"{{{pipeline_name}}}:dead", f"{{{pipeline_name}}}:job:j-1"
+    entry = add_dead_letter(redis7, pipeline_name, "j-1")
+
+    listed = cli(tmp_path, "dead", "list", "--json", redis_url=url)
+    letter = orjson.loads(listed.stdout)
+    assert (letter["dead_id"], letter["job"], letter["data"]) == (entry, "j-1", {"text": "a"})
+    assert "ValueError: boom" in cli(tmp_path, "dead", "list", redis_url=url).stdout
+
+    assert_one_line_error(cli(tmp_path, "dead", "retry", redis_url=url), 2, "--all")
+    retried = cli(tmp_path, "dead", "retry", entry, redis_url=url)
+    assert (retried.returncode, retried.stdout) == (0, "retried 1 dead letters\n"), retried.stderr
+    with redis7.client() as client:
+        assert client.xlen(dead) == 0
+        [(_, fields)] = client.xrange(f"{{{pipeline_name}}}:input")
+        assert fields[b"for"] == b"one"
+        assert fields[b"attempt"] == b"0"
+        hash_ = client.hgetall(job_key)
+        assert hash_[b"state"] == b"running"
+        assert hash_[b"outstanding"] == b"1"
+        assert b"error" not in hash_
+        assert b"finished" not in hash_
+    async with running_pipeline(path, url) as pipeline:
+        done = await pipeline.wait_async("j-1", timeout=10)
+    assert (done.state, done.result) == ("done", {"text": "a"})
+
+    again = cli(tmp_path, "dead", "retry", entry, redis_url=url)
+    assert_one_line_error(again, 1, f"no dead letter with id {entry!r}")
+    add_dead_letter(redis7, pipeline_name, "j-2")
+    assert_one_line_error(cli(tmp_path, "dead", "purge", redis_url=url), 2, "--all")
+    purged = cli(tmp_path, "dead", "purge", "--all", redis_url=url)
+    assert (purged.returncode, purged.stdout) == (0, "purged 1 dead letters\n"), purged.stderr
+    with redis7.client() as client:
+        assert client.xlen(dead) == 0
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+def write_docs(folder: Path, texts: dict[str, str]) -> Path:
+    docs = folder / "docs"
+    docs.mkdir()
+    for name, text in texts.items():
+        (docs / name).write_text(text)
+    (docs / ".hidden").write_text("never submitted")
+    return docs
+
+
+def test_run_prints_each_result_and_exits_0(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, 'up:\n  function: "{mod}:upper"', UPPER)
+    write_docs(tmp_path, {"a.txt": "hello", "b.txt": "world"})
+    result = cli(tmp_path, "run", "docs", "--output", "out.jsonl", redis_url=redis7.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        'docs/a.txt  done  {text: "HELLO", vector: [384 floats]}',
+        'docs/b.txt  done  {text: "WORLD", vector: [384 floats]}',
+    ]
+    records = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["filename"], r["state"], r["error"]) for r in records] == [
+        ("a.txt", "done", None),
+        ("b.txt", "done", None),
+    ]
+    assert records[0]["result"] == {"text": "HELLO", "vector": [0.25] * 384}
+
+
+def test_run_exits_1_and_prints_the_error_when_a_stage_fails(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, 'up:\n  function: "{mod}:upper"', UPPER)
+    write_docs(tmp_path, {"a.txt": "hello", "b.txt": "please fail"})
+    result = cli(tmp_path, "run", "docs", redis_url=redis7.url)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.splitlines()[1] == "docs/b.txt  failed  up: Fail: refusing b.txt"
+
+
+def test_run_with_a_missing_path_is_one_line_with_exit_2(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    assert_one_line_error(cli(tmp_path, "run", "nowhere"), 2, "nowhere: no such file or folder")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cli(tmp_path, "run", "empty"), 2, "no documents found in empty")
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+
+def test_worker_for_an_unknown_stage_is_one_line_with_exit_2(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    result = cli(tmp_path, "worker", "three")
+    assert_one_line_error(result, 2, "unknown stage 'three'")
+
+
+def pending(server: RedisServer, stream: str, group: str) -> int:
+    with server.client() as client:
+        return int(client.xpending(stream, group)["pending"])
+
+
+def test_worker_stops_gracefully_on_sigterm_and_at_once_on_a_second(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, 'one:\n  function: "{mod}:same"', SAME)
+    worker = start_worker(path, "one", redis7.url, log=tmp_path / "worker.log")
+    result = cli(tmp_path, "submit", "--data", '{"a": 1}', "--wait", "--timeout", "20",
+                 redis_url=redis7.url)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert orjson.loads(result.stdout.splitlines()[1])["result"] == {"a": 1}
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+
+    slow = write_pipeline(tmp_path / "slow", pipeline_name, 'one:\n  function: "{mod}:slow"', SLOW)
+    worker = start_worker(slow, "one", redis7.url, "--grace-period", "30s")
+    cli(tmp_path / "slow", "submit", "--data", "{}", redis_url=redis7.url)
+    wait_until(lambda: pending(redis7, f"{{{pipeline_name}}}:input", "one"), 10, "a held message")
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(5) == 130
+
+
+# -- display ---------------------------------------------------------------------------------
+
+
+def test_results_are_shown_compactly() -> None:
+    assert compact({"v": [0.1] * 384, "ids": list(range(3))}) == "{v: [384 floats], ids: [0, 1, 2]}"
+    shown = compact("word " * 100)
+    assert shown.endswith('…" (500 chars)')
+    assert len(shown) < 120
+    assert compact(list(range(20))) == "[20 ints]"
+    assert compact(["x"] * 10) == '["x", "x", "x", "x", "x", "x", "x", "x", … +2 more]'

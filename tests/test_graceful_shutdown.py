@@ -1,0 +1,47 @@
+"""SIGTERM: stop reading, finish what is running within the grace period, hand back the rest
+without costing an attempt, exit 0; a new worker finishes the job, nothing lost or doubled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pipelines import job_states, outputs_per_job, start_worker, stop, write_pipeline
+from servers import RedisServer, wait_until
+
+from framework.pipeline import Pipeline
+
+CODE = """
+import time
+
+def slow(doc, ctx):
+    time.sleep(0.2)
+    return {**doc, "attempt": ctx.attempt}
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_exits_zero_and_loses_nothing(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    stages = 'slow:\n  function: "{mod}:slow"\n  concurrency: 3'
+    path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "defaults:\n  lease: 2s")
+    client = redis7.client()
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        ids = pipeline.submit_many([({"n": n}, None) for n in range(30)])
+    worker = start_worker(path, "slow", redis7.url, log=tmp_path / "w.log")
+    wait_until(lambda: job_states(client, pipeline_name, ids)["done"] >= 3, timeout=20,
+               what="some jobs done")
+    assert stop(worker) == 0, (tmp_path / "w.log").read_text()[-2000:]
+    pending = client.xpending(f"{{{pipeline_name}}}:input", "slow")["pending"]
+    handed_back = pending  # unstarted messages were handed back, not run
+    assert job_states(client, pipeline_name, ids)["done"] < 30, "stopped before the end"
+
+    successor = start_worker(path, "slow", redis7.url, log=tmp_path / "w.log")
+    wait_until(lambda: job_states(client, pipeline_name, ids)["done"] == 30, timeout=30,
+               what="all jobs done by the successor")
+    assert stop(successor) == 0
+    assert set(outputs_per_job(client, f"{{{pipeline_name}}}:slow").values()) == {1}
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        attempts = {pipeline.status(job).result["attempt"] for job in ids}
+    assert attempts == {1}, f"a handed-back message cost an attempt ({handed_back} handed back)"
