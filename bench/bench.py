@@ -116,13 +116,10 @@ class System:
             process.wait(30)
         self.processes = []
 
-    def ready(self, client: redis.Redis) -> bool:
-        try:
-            return all(
-                client.xinfo_consumers(self.stream_before(stage), stage) for stage in STAGES
-            )
-        except redis.ResponseError:
-            return False
+    def warm_up(self, client: redis.Redis) -> None:
+        """One job end to end: every process is up and connected before the clock starts."""
+        client.xadd(self.input, {"data": json.dumps({"n": -1})})
+        wait_for(lambda: self.finished(client) >= 1, 60)
 
     def stream_before(self, stage: str) -> str:
         index = STAGES.index(stage)
@@ -174,10 +171,10 @@ def throughput(system: System, jobs: int) -> float:
     client.flushall()
     system.start()
     try:
-        wait_for(lambda: system.ready(client), 30)
+        system.warm_up(client)
         started = time.perf_counter()
         prefill(client, system.input, jobs)
-        wait_for(lambda: system.finished(client) >= jobs, 600)
+        wait_for(lambda: system.finished(client) >= jobs + 1, 600)
         return jobs / (time.perf_counter() - started)
     finally:
         system.stop()
@@ -191,7 +188,7 @@ def latencies(system: System, jobs: int, rate: float) -> list[float]:
     sent: dict[int, float] = {}
     arrived: dict[int, float] = {}
     try:
-        wait_for(lambda: system.ready(client), 30)
+        system.warm_up(client)
         end = f"{system.prefix}:done" if isinstance(system, Framework) else (
             f"{system.prefix}:{STAGES[-1]}")
         by_job: dict[str, int] = {}
@@ -211,10 +208,14 @@ def latencies(system: System, jobs: int, rate: float) -> list[float]:
 
 def _receive(url: str, stream: str, jobs: int, by_job: dict[str, int], arrived: dict[int, float]) -> None:
     client = redis.Redis.from_url(url)
-    position = "0-0"
+    position = "$"
     deadline = time.monotonic() + 120
     while len(arrived) < jobs and time.monotonic() < deadline:
-        for _name, entries in client.xread({stream: position}, block=1000) or ():
+        try:
+            reply = client.xread({stream: position}, block=1000)
+        except redis.ConnectionError:
+            return  # the run is over and the server gone
+        for _name, entries in reply or ():
             now = time.perf_counter()
             for entry_id, fields in entries:
                 position = entry_id

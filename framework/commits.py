@@ -21,13 +21,14 @@ from framework.wire import Delivery
 Finished = tuple[Delivery, Outcome, float]  # the message, its outcome, the call's duration (s)
 
 
-def _message_args(
+def _message(
     stage: StageSpec, delivery: Delivery, outcome: Outcome, elapsed: float, now_ms: int
 ) -> list[Any]:
+    """One message as commit.lua reads it: [id, job, kind, trace, attempt, elapsed_ms, args]."""
     kind: str
     extra: list[Any]
     if isinstance(outcome, Emit):
-        kind, extra = "E", list(outcome.payloads)
+        kind, extra = "E", [payload.decode() for payload in outcome.payloads]
     elif isinstance(outcome, Drop):
         kind, extra = "D", []
     elif isinstance(outcome, RetryLater):
@@ -42,16 +43,18 @@ def _message_args(
                 "id": delivery.message_id,
                 "error": outcome.error,
             }
-        )
+        ).decode()
         kind, extra = "R", [now_ms + int(outcome.delay.total_seconds() * 1000), member]
     elif isinstance(outcome, DeadLetter):
-        kind, extra = "X", [delivery.data, outcome.error, outcome.traceback]
+        kind, extra = "X", [delivery.data.decode(errors="replace"), outcome.error, outcome.traceback]
     elif isinstance(outcome, Skip):
         kind, extra = "S", []
     else:  # pragma: no cover - Outcome is a closed union
         raise TypeError(f"unknown outcome {outcome!r}")
-    header = [delivery.message_id, delivery.job, kind, delivery.trace, delivery.attempt]
-    return [*header, int(elapsed * 1000), len(extra), *extra]
+    return [
+        delivery.message_id, delivery.job, kind, delivery.trace, delivery.attempt,
+        int(elapsed * 1000), extra,
+    ]
 
 
 async def commit(
@@ -65,7 +68,7 @@ async def commit(
     keys = pipeline.keys
     now_ms = int(time.time() * 1000)
     script_keys = [stage.input_stream, stage.output_stream, keys.dead, keys.retry, keys.done]
-    script_keys.extend(keys.job(delivery.job) for delivery, _, _ in finished)
+    batch = [_message(stage, d, outcome, elapsed, now_ms) for d, outcome, elapsed in finished]
     args: list[Any] = [
         stage.name,
         consumer,
@@ -74,9 +77,8 @@ async def commit(
         len(stage.consumers),
         max(int(pipeline.result_ttl.total_seconds()), 1),
         1 if stage.source else 0,
-        len(finished),
+        keys.job(""),
+        orjson.dumps(batch),
     ]
-    for delivery, outcome, elapsed in finished:
-        args.extend(_message_args(stage, delivery, outcome, elapsed, now_ms))
     statuses = await scripts.script(scripts.COMMIT)(client, script_keys, args)
     return [bool(status) for status in statuses]

@@ -134,7 +134,7 @@ class StageFunction:
             )
             return DeadLetter(f"payload does not match {self.model.__name__}: {summary}")
 
-    async def _invoke(self, argument: Any, context: Context) -> Any:
+    async def _invoke(self, argument: Any, context: Context | None) -> Any:
         args = (argument, context) if self.wants_context else (argument,)
         if self.is_async:
             call = self.function(*args)
@@ -178,7 +178,7 @@ class StageFunction:
             payloads.append(data)
         return Emit(tuple(payloads))
 
-    async def call(self, delivery: Delivery, context: Context) -> Outcome:
+    async def call(self, delivery: Delivery, context: Context | None) -> Outcome:
         """Run the function on one message; every way it can end is an outcome."""
         argument = self._parse(delivery)
         if isinstance(argument, DeadLetter):
@@ -189,7 +189,9 @@ class StageFunction:
             return self._failure(error, delivery)
         return self._emit(result)
 
-    async def call_batch(self, deliveries: list[Delivery], context: Context) -> list[Outcome]:
+    async def call_batch(
+        self, deliveries: list[Delivery], context: Context | None
+    ) -> list[Outcome]:
         """Run a `batch:` function; each item is then acknowledged, retried or dead-lettered."""
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         arguments, positions = [], []
@@ -209,7 +211,8 @@ class StageFunction:
         return [outcome if outcome is not None else Drop() for outcome in outcomes]
 
     async def _call_batch(
-        self, arguments: list[Any], deliveries: list[Delivery], positions: list[int], ctx: Context
+        self, arguments: list[Any], deliveries: list[Delivery], positions: list[int],
+        ctx: Context | None,
     ) -> list[Outcome]:
         try:
             results = await self._invoke(arguments, ctx)

@@ -24,8 +24,10 @@ FINISHED = frozenset({"done", "failed"})
 
 @dataclass(frozen=True, slots=True)
 class StageTiming:
+    """When a job last left a stage, and how long that stage's call took (the last one, when
+    the job fanned out into several messages there)."""
+
     stage: str
-    messages: int
     busy_ms: int
     last_at_ms: int
 
@@ -66,7 +68,7 @@ class Job:
             "failed": self.failed,
             "error": self.error,
             "stages": {
-                t.stage: {"messages": t.messages, "busy_ms": t.busy_ms, "last_at_ms": t.last_at_ms}
+                t.stage: {"busy_ms": t.busy_ms, "last_at_ms": t.last_at_ms}
                 for t in self.stages
             },
             "results": self.results,
@@ -81,10 +83,9 @@ def _int(raw: dict[str, str], key: str) -> int | None:
 def job_from_hash(job_id: str, raw_bytes: dict[bytes, bytes], stage_order: Iterable[str]) -> Job:
     raw = {k.decode(): v.decode() for k, v in raw_bytes.items()}
     timings = [
-        StageTiming(stage, int(raw[f"{stage}.n"]), int(raw.get(f"{stage}.ms", 0)),
-                    int(raw.get(f"{stage}.at", 0)))
+        StageTiming(stage, int(raw.get(f"{stage}.ms", 0)), int(raw[f"{stage}.at"]))
         for stage in stage_order
-        if f"{stage}.n" in raw
+        if f"{stage}.at" in raw
     ]
     return Job(
         id=job_id,
@@ -95,7 +96,7 @@ def job_from_hash(job_id: str, raw_bytes: dict[bytes, bytes], stage_order: Itera
         outstanding=_int(raw, "outstanding") or 0,
         failed=_int(raw, "failed") or 0,
         error=raw.get("error"),
-        results=orjson.loads(raw["result"]) if "result" in raw else [],
+        results=[orjson.loads(raw[f"result.{n}"]) for n in range(1, int(raw.get("results", 0)) + 1)],
         stages=tuple(timings),
     )
 

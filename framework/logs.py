@@ -34,3 +34,9 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use="pytest" not in sys.modules,
     )
+
+
+def logging_enabled(level: int) -> bool:
+    """Whether events at `level` are kept, so hot paths can skip building what would be dropped."""
+    name = (os.environ.get("PIPELINE_LOG_LEVEL") or "info").upper()
+    return logging.getLevelNamesMapping().get(name, logging.INFO) <= level

@@ -82,8 +82,7 @@ def _tally_dict(tally: Tally) -> dict[str, Any]:
 
 async def read_stats(client: AsyncClient, server: Server, spec: PipelineSpec) -> PipelineStats:
     """One consistent-enough reading of every stage (a few round trips per stage, no writes)."""
-    seconds, micros = await client.time()
-    now_ms = seconds * 1000 + micros // 1000
+    now_ms = await server_time_ms(client)
     dead = await count_dead_letters(client, spec.keys.dead)
     retries = await count_retries(client, spec.keys.retry)
     stages = [
@@ -91,6 +90,15 @@ async def read_stats(client: AsyncClient, server: Server, spec: PipelineSpec) ->
     ]
     version = ".".join(map(str, server.version))
     return PipelineStats(spec.name, version, now_ms, tuple(stages), dead, retries)
+
+
+async def server_time_ms(client: AsyncClient) -> int:
+    """The server's clock, which stamps stream ids: a skewed client clock would skew rates."""
+    reply: Any = await client.time()
+    if isinstance(reply, dict):  # a cluster client asks every node; any will do
+        reply = next(iter(reply.values()))
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 async def read_stage(

@@ -8,6 +8,7 @@ tasks; the lease keeper runs in a thread so that a stalled event loop cannot los
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from framework.context import Context
 from framework.groups import ensure_groups, is_missing_group
 from framework.invocation import StageFunction
 from framework.keys import consumer_name
+from framework.logs import logging_enabled
 from framework.leases import LeaseKeeper, hand_back, reclaim
 from framework.maintenance import Housekeeper
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
@@ -59,6 +61,7 @@ class StageWorker:
         self._outbox: asyncio.Queue[Finished] = asyncio.Queue()
         self._room = asyncio.Event()
         self._running = 0
+        self._log_info = logging_enabled(logging.INFO)
         self._leases = LeaseKeeper(
             lease_client, stage.input_stream, stage.name, self.consumer, stage.lease,
             held=lambda: [i for i in tuple(self._held) if i not in self._lost],
@@ -243,20 +246,27 @@ class StageWorker:
         groups.extend([d] for d in mine if d.attempt > 1)
         for group in groups:
             started = time.perf_counter()
-            contexts = tuple(self._context(d) for d in group)
-            batch_context = Context(**{**_fields(contexts[0]), "items": contexts})
-            outcomes = await self.function.call_batch(group, batch_context)
+            outcomes = await self.function.call_batch(group, self._batch_context(group))
             elapsed = (time.perf_counter() - started) / len(group)
             for delivery, outcome in zip(group, outcomes, strict=True):
                 self._outbox.put_nowait((delivery, outcome, elapsed))
 
-    def _context(self, delivery: Delivery) -> Context:
+    def _context(self, delivery: Delivery) -> Context | None:
+        if not self.function.wants_context:
+            return None
         bound = self.log.bind(
             job_id=delivery.job, message_id=delivery.message_id, attempt=delivery.attempt
-        ) if self.function.wants_context else self.log
+        )
         return Context(
             delivery.job, self.stage.name, delivery.attempt, delivery.message_id, bound, self.client
         )
+
+    def _batch_context(self, group: list[Delivery]) -> Context | None:
+        contexts = tuple(self._context(d) for d in group)
+        if contexts[0] is None:
+            return None
+        items = tuple(c for c in contexts if c is not None)
+        return Context(**{**_fields(items[0]), "items": items})
 
     # -- committer ---------------------------------------------------------------------------
 
@@ -283,6 +293,8 @@ class StageWorker:
             self._room.set()
 
     def _log_outcome(self, delivery: Delivery, outcome: Outcome, owned: bool, elapsed: float) -> None:
+        if owned and not self._log_info and isinstance(outcome, Emit | Drop | Skip):
+            return  # the common case, when info lines are off: no fields to build
         fields: dict[str, Any] = {
             "job_id": delivery.job,
             "message_id": delivery.message_id,

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 from pipelines import start_worker, worker_env, write_pipeline
-from servers import RedisServer, wait_until
+from servers import RedisClusterNodes, RedisServer, wait_until
 
 from framework.cli.display import compact
 from framework.testing import running_pipeline
@@ -129,6 +129,22 @@ def test_submit_stdin_prints_one_job_id_per_line(
         assert client.xlen(f"{{{pipeline_name}}}:input") == 2
 
 
+def test_submit_sends_text_files_as_text_and_others_as_base64(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    (tmp_path / "a.txt").write_text("héllo")
+    (tmp_path / "b.pdf").write_bytes(b"%PDF-1.4 ascii only")
+    result = cli(tmp_path, "submit", "a.txt", "b.pdf", redis_url=redis7.url)
+    assert result.returncode == 0, result.stderr
+    with redis7.client() as client:
+        sent = [orjson.loads(f[b"data"]) for _, f in client.xrange(f"{{{pipeline_name}}}:input")]
+    assert sent == [
+        {"filename": "a.txt", "text": "héllo"},
+        {"filename": "b.pdf", "content": "JVBERi0xLjQgYXNjaWkgb25seQ=="},
+    ]
+
+
 def test_job_id_needs_exactly_one_job(tmp_path: Path, pipeline_name: str) -> None:
     write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
     result = cli(tmp_path, "submit", "--job-id", "x", "-", stdin='{"n": 1}\n{"n": 2}\n')
@@ -156,6 +172,17 @@ def test_a_submitted_job_shows_as_queued_in_status(
     assert cli(tmp_path, "status", redis_url=url).returncode == 0
 
 
+def test_status_reads_a_redis_cluster(
+    redis_cluster: RedisClusterNodes, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    url = redis_cluster.url
+    assert cli(tmp_path, "submit", "--data", "{}", redis_url=url).returncode == 0
+    result = cli(tmp_path, "status", "--json", redis_url=url)
+    assert result.returncode == 0, result.stderr
+    assert [stage["length"] for stage in orjson.loads(result.stdout)["stages"]] == [1, 0]
+
+
 def test_status_of_an_unknown_job_is_one_line_with_exit_1(
     redis7: RedisServer, tmp_path: Path, pipeline_name: str
 ) -> None:
@@ -167,20 +194,20 @@ def test_status_of_an_unknown_job_is_one_line_with_exit_1(
 # -- dead ------------------------------------------------------------------------------------
 
 
-def add_dead_letter(server: RedisServer, name: str, job: str) -> str:
-    """A dead letter of stage `one`, as commit.lua writes it, and its failed job."""
+def add_dead_letter(server: RedisServer, name: str, job: str, stage: str = "one") -> str:
+    """A dead letter of `stage`, as commit.lua writes it, and its failed job."""
     now = str(int(time.time() * 1000))
     with server.client() as client:
         entry: bytes = client.xadd(
             f"{{{name}}}:dead",
-            {"stage": "one", "job": job, "id": "1-1", "stream": f"{{{name}}}:input",
+            {"stage": stage, "job": job, "id": "1-1", "stream": f"{{{name}}}:input",
              "data": '{"text": "a"}', "error": "ValueError: boom", "traceback": "Traceback ...",
              "attempts": "3", "trace": "", "failed_at": now},
         )  # fmt: skip
         client.hset(
             f"{{{name}}}:job:{job}",
             mapping={"state": "failed", "outstanding": 0, "failed": 1, "submitted": now,
-                     "finished": now, "error": "one: ValueError: boom"},
+                     "finished": now, "error": f"{stage}: ValueError: boom"},
         )  # fmt: skip
     return entry.decode()
 
@@ -216,7 +243,10 @@ async def test_dead_letters_are_listed_retried_and_purged(
 
     again = cli(tmp_path, "dead", "retry", entry, redis_url=url)
     assert_one_line_error(again, 1, f"no dead letter with id {entry!r}")
-    add_dead_letter(redis7, pipeline_name, "j-2")
+    add_dead_letter(redis7, pipeline_name, "j-2", stage="one")
+    add_dead_letter(redis7, pipeline_name, "j-3", stage="two")
+    by_stage = cli(tmp_path, "dead", "retry", "--stage", "two", redis_url=url)
+    assert by_stage.stdout == "retried 1 dead letters\n", by_stage.stderr
     assert_one_line_error(cli(tmp_path, "dead", "purge", redis_url=url), 2, "--all")
     purged = cli(tmp_path, "dead", "purge", "--all", redis_url=url)
     assert (purged.returncode, purged.stdout) == (0, "purged 1 dead letters\n"), purged.stderr
@@ -244,8 +274,12 @@ def test_run_prints_each_result_and_exits_0(
     result = cli(tmp_path, "run", "docs", "--output", "out.jsonl", redis_url=redis7.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        'docs/a.txt  done  {text: "HELLO", vector: [384 floats]}',
-        'docs/b.txt  done  {text: "WORLD", vector: [384 floats]}',
+        "docs/a.txt  done",
+        '  text: "HELLO"',
+        "  vector: [384 floats]",
+        "docs/b.txt  done",
+        '  text: "WORLD"',
+        "  vector: [384 floats]",
     ]
     records = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [(r["filename"], r["state"], r["error"]) for r in records] == [
@@ -262,7 +296,7 @@ def test_run_exits_1_and_prints_the_error_when_a_stage_fails(
     write_docs(tmp_path, {"a.txt": "hello", "b.txt": "please fail"})
     result = cli(tmp_path, "run", "docs", redis_url=redis7.url)
     assert result.returncode == 1, result.stderr
-    assert result.stdout.splitlines()[1] == "docs/b.txt  failed  up: Fail: refusing b.txt"
+    assert result.stdout.splitlines()[-1] == "docs/b.txt  failed  up: Fail: refusing b.txt"
 
 
 def test_run_with_a_missing_path_is_one_line_with_exit_2(
@@ -283,6 +317,7 @@ def test_worker_for_an_unknown_stage_is_one_line_with_exit_2(
     write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
     result = cli(tmp_path, "worker", "three")
     assert_one_line_error(result, 2, "unknown stage 'three'")
+    assert_one_line_error(cli(tmp_path, "worker", "one", "--all"), 2, "or --all (not both)")
 
 
 def pending(server: RedisServer, stream: str, group: str) -> int:

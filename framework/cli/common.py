@@ -62,10 +62,3 @@ async def connected(pipeline: Pipeline) -> AsyncIterator[AsyncClient]:
         yield await pipeline.client()
     finally:
         await pipeline.close_async()
-
-
-def check_exclusive(**given: object) -> None:
-    """Refuse options that do not go together: `check_exclusive(ids=ids, all=everything)`."""
-    used = [name for name, value in given.items() if value]
-    if len(used) > 1:
-        raise UsageProblem(f"use only one of {', '.join(used)}")

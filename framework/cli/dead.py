@@ -2,8 +2,11 @@
 
 Re-driving goes through `redrive.lua`, one atomic step per letter: back onto the stage's input
 stream (for that stage only, as a fresh first attempt), job reopened, dead entry deleted; a
-letter re-driven twice at once goes back once. Retry and purge only touch letters that existed
-when they started, so a letter that fails again while `retry --all` runs is not retried twice.
+letter re-driven twice at once goes back once. The stream is the one pipeline.yaml gives the
+stage now (the letter's `stream` field, unless the YAML changed since): the stage's group reads
+only that one. Letters of stages no longer in the YAML are left in place, and said so. Retry
+and purge only touch letters that existed when they started, so a letter that fails again
+while `retry --all` runs is not retried twice.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from framework.errors import PipelineError
 from framework.stats import entries, next_id, previous_id
 
 PAGE = 200
-ENTRY_ID = re.compile(r"^\d+(-\d+)?$")
+ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 app = typer.Typer(help="Inspect and re-drive the dead-letter stream.", no_args_is_help=True)
 
@@ -102,9 +105,7 @@ async def selected_pages(
         lower = next_id(page[-1][0])
 
 
-def check_selection(
-    spec: PipelineSpec, ids: list[str], stage: str | None, everything: bool
-) -> None:
+def check_selection(ids: list[str], stage: str | None, everything: bool) -> None:
     if ids and (stage or everything):
         raise UsageProblem("name dead-letter IDs, or select with --stage/--all, not both")
     if not (ids or stage or everything):
@@ -112,8 +113,6 @@ def check_selection(
     for entry_id in ids:
         if not ENTRY_ID.match(entry_id):
             raise UsageProblem(f"{entry_id!r} is not a stream entry id like 1718000000000-0")
-    if stage is not None:
-        spec.stage(stage)  # unknown stage: ConfigError, exit 2
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -143,6 +142,8 @@ def list_letters(
                 shown += 1
                 if shown >= limit:
                     break
+        if not shown and not as_json:
+            print("no dead letters", file=sys.stderr)
 
     run(body())
 
@@ -165,7 +166,9 @@ def retry_letters(
 ) -> None:
     """Send dead letters back to the stage that failed them, as a fresh first attempt."""
     pipeline = load_pipeline(ctx)
-    check_selection(pipeline.spec, ids or [], stage, everything)
+    check_selection(ids or [], stage, everything)
+    if stage is not None:
+        pipeline.spec.stage(stage)  # unknown stage: ConfigError, exit 2
 
     async def body() -> tuple[int, int]:
         retried = skipped = 0
@@ -212,7 +215,7 @@ def purge_letters(
 ) -> None:
     """Delete dead letters for good (every letter needs --all)."""
     pipeline = load_pipeline(ctx)
-    check_selection(pipeline.spec, ids or [], stage, everything)
+    check_selection(ids or [], stage, everything)  # any --stage: also one no longer in the YAML
 
     async def body() -> int:
         purged = 0

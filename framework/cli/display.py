@@ -8,6 +8,7 @@ one `--json` or `--output` away.
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,24 @@ def compact(value: Any, depth: int = 0) -> str:
     return orjson.dumps(value).decode()
 
 
+def result_lines(value: Any, width: int | None = None) -> list[str]:
+    """A result as indented lines: one per key of an object (or item of a list), each cut to
+    the terminal's width; a scalar result is one line."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    if isinstance(value, dict) and value:
+        lines = [f"{key}: {compact(item, 1)}" for key, item in value.items()]
+    elif isinstance(value, list) and value:
+        lines = [compact(item, 1) for item in value[:MAX_ITEMS]]
+        lines += [f"… +{len(value) - MAX_ITEMS} more"] if len(value) > MAX_ITEMS else []
+    else:
+        lines = [compact(value)]
+    return [cut(f"  {line}", width) for line in lines]
+
+
+def cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: max(width - 1, 1)] + "…"
+
+
 def _string(value: str) -> str:
     if len(value) <= MAX_STRING:
         return orjson.dumps(value).decode()
@@ -41,6 +60,9 @@ def _list(items: list[Any], depth: int) -> str:
     if len(items) > MAX_ITEMS and all(_is_number(item) for item in items):
         kind = "floats" if any(isinstance(item, float) for item in items) else "ints"
         return f"[{len(items)} {kind}]"
+    if depth >= 1 and len(items) > 1 and _same_keys(items):
+        keys = ", ".join(map(str, items[0]))
+        return f"[{len(items)} × {{{keys}}}]"  # noqa: RUF001 - a times sign, not an x
     if depth >= MAX_DEPTH:
         return f"[{len(items)} items]" if items else "[]"
     shown = [compact(item, depth + 1) for item in items[:MAX_ITEMS]]
@@ -57,6 +79,14 @@ def _object(value: dict[Any, Any], depth: int) -> str:
     if len(pairs) > MAX_ITEMS * 2:
         shown.append(f"… +{len(pairs) - MAX_ITEMS * 2} more")
     return "{" + ", ".join(shown) + "}"
+
+
+def _same_keys(items: list[Any]) -> bool:
+    """A list of records (objects with the same keys): shown as a count and the keys."""
+    first = items[0]
+    return isinstance(first, dict) and all(
+        isinstance(item, dict) and item.keys() == first.keys() for item in items
+    )
 
 
 def _is_number(value: object) -> bool:

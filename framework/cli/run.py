@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from framework import logs
 from framework.cli.check import import_stages
-from framework.cli.common import connected, load_pipeline, run
-from framework.cli.display import compact, first_line, json_line
+from framework.cli.common import UsageProblem, connected, load_pipeline, run
+from framework.cli.display import first_line, json_line, result_lines
 from framework.cli.documents import Document, check_sizes, find_documents
 from framework.errors import BacklogFull, PipelineError, WaitTimeout
 from framework.jobs import Job
@@ -92,11 +92,14 @@ async def wait_for_jobs(
         on_finished(job)
 
     waiting = asyncio.create_task(pipeline.wait_all_async(ids, timeout, note))
-    await asyncio.wait({waiting, workers}, return_when=asyncio.FIRST_COMPLETED)
-    if not waiting.done():
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
+    try:
+        await asyncio.wait({waiting, workers}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also on Ctrl-C: the client closes next, under a still-blocked XREAD
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    if waiting.cancelled():
         workers.result()  # raises what stopped the workers
         raise PipelineError("the workers stopped before every job finished")
     with contextlib.suppress(WaitTimeout):
@@ -126,14 +129,16 @@ async def process(
 
 
 def print_outcome(outcome: Outcome) -> None:
-    job = outcome.job
+    """`PATH  STATE` and the error, or the result below it, one line per key, abbreviated."""
+    job, header = outcome.job, f"{outcome.document.path}  {outcome.job.state}"
     if job.state == "failed":
-        shown = first_line(job.error, limit=500) or "failed"
-    elif job.finished:
-        shown = compact(job.result) if job.results else "(no result)"
+        typer.echo(f"{header}  {first_line(job.error, limit=500)}")
+    elif not job.finished:
+        typer.echo(f"{header}  (not finished)")
+    elif not job.results:
+        typer.echo(f"{header}  (no result)")
     else:
-        shown = f"(still {job.state})"
-    typer.echo(f"{outcome.document.path}  {job.state}  {shown}")
+        typer.echo("\n".join([header, *result_lines(job.result)]))
 
 
 def write_output(path: Path, outcomes: list[Outcome]) -> None:
@@ -159,6 +164,8 @@ def run_command(
 ) -> None:
     """Run every stage here, process the documents, print each result; exit 1 if any failed."""
     documents = find_documents(paths)
+    if output is not None and not output.parent.is_dir():
+        raise UsageProblem(f"--output {output}: no folder {output.parent}")
     logs.configure(level=os.environ.get("PIPELINE_LOG_LEVEL") or "error")
     pipeline = load_pipeline(ctx)
     check_sizes(documents, pipeline.spec.max_payload)

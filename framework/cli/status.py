@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from framework.cli.common import connected, load_pipeline, run
-from framework.cli.display import compact, duration_ms, json_line, timestamp
+from framework.cli.display import duration_ms, json_line, result_lines, timestamp
 from framework.jobs import Job
 from framework.pipeline import Pipeline
 from framework.stats import PipelineStats, StageStats, Tally, read_stats
@@ -50,10 +50,18 @@ STATS_COLUMNS = ("stage", "input", "length", "lag", "pending", "workers", "out/s
 def stats_view(stats: PipelineStats) -> RenderableType:
     """One row per stage; `workers` is active/all consumers, `out/s` over the last minute."""
     title = f"pipeline {stats.name} (Redis {stats.server_version})"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        collapse_padding=True,
+    )
     for header in STATS_COLUMNS:
-        left = header in ("stage", "input")
-        table.add_column(header, justify="left" if left else "right", overflow="fold")
+        if header == "input":  # the only column that may wrap: a long external stream key
+            table.add_column(header, overflow="fold", min_width=12)
+        else:
+            table.add_column(header, justify="left" if header == "stage" else "right", no_wrap=True)
     for stage in stats.stages:
         table.add_row(*stage_row(stage, "{" + stats.name + "}:", stats.dead, stats.retries))
     footer = Text(
@@ -66,13 +74,13 @@ def job_view(job: Job) -> RenderableType:
     """The job's state and times, a row per stage it went through, its error and result."""
     parts: list[RenderableType] = [Text(f"job {job.id}: {job.state}", style="bold")]
     if job.stages:
-        table = Table(box=box.SIMPLE_HEAD)
-        for header in ("stage", "messages", "busy", "last at"):
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, collapse_padding=True)
+        for header in ("stage", "took", "left at"):
             table.add_column(header, justify="left" if header == "stage" else "right")
         for timing in job.stages:
             last = duration_ms(timing.last_at_ms - job.submitted_ms) if timing.last_at_ms else ""
             busy = duration_ms(timing.busy_ms)
-            table.add_row(timing.stage, str(timing.messages), busy, f"+{last}" if last else "-")
+            table.add_row(timing.stage, busy, f"+{last}" if last else "-")
         parts.append(table)
     lines = [f"submitted {timestamp(job.submitted_ms)}"] if job.submitted_ms else []
     if job.finished_ms:
@@ -80,7 +88,7 @@ def job_view(job: Job) -> RenderableType:
     if job.error:
         lines.append(f"error: {job.error}")
     if job.results:
-        lines.append(f"result: {compact(job.result)}")
+        lines += ["result:", *result_lines(job.result)]
     return Group(*parts, *(Text(line) for line in lines))
 
 

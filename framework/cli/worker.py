@@ -63,7 +63,10 @@ def parse_grace_period(value: str) -> timedelta:
 def worker(
     ctx: typer.Context,
     stages: Annotated[
-        list[str] | None, typer.Argument(help="Stage(s) to consume; see --all.", show_default=False)
+        list[str] | None,
+        typer.Argument(
+            metavar="[STAGE]...", help="Stage(s) to consume; or --all.", show_default=False
+        ),
     ] = None,
     all_stages: Annotated[bool, typer.Option("--all", help="Run every stage.")] = False,
     concurrency: Annotated[

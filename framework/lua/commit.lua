@@ -10,13 +10,15 @@
 -- KEYS[3]  dead stream             {name}:dead
 -- KEYS[4]  retry zset              {name}:retry
 -- KEYS[5]  done stream             {name}:done
--- KEYS[6..] job hash of each message, in message order
+-- Job hashes are {name}:job:ID, built here from ARGV[8]: they share the pipeline's hash tag,
+-- so they live in the same cluster slot as KEYS[1..5] (one key per message would cost more to
+-- send than the rest of the commit).
 --
 -- ARGV[1]  group                   ARGV[5]  fan: groups reading the output (0: last stage)
 -- ARGV[2]  consumer                ARGV[6]  result_ttl in seconds
 -- ARGV[3]  now in ms               ARGV[7]  "1" when the input is a source (jobs may be new)
--- ARGV[4]  stage name              ARGV[8]  number of messages
--- then per message: id, job, kind, trace, attempt, elapsed_ms, nargs, args...
+-- ARGV[4]  stage name              ARGV[8]  job key prefix, {name}:job:
+-- ARGV[9]  the batch, JSON: [[id, job, kind, trace, attempt, elapsed_ms, [args...]], ...]
 --   kind E (emit): args are the output payloads     kind D (drop): no args
 --   kind R (retry): due_ms, zset member            kind X (dead): data, error, traceback
 --   kind S (skip: a retry meant for another stage): no args, no job accounting
@@ -24,97 +26,93 @@
 
 local input, output, dead, retry, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, now, stage = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local fan, ttl, source, count = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == "1", tonumber(ARGV[8])
+local fan, ttl, source, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == "1", ARGV[8]
+local batch = cjson.decode(ARGV[9])
+local at_field, ms_field = stage .. ".at", stage .. ".ms"
 
-local function owned(id)
-  local entry = redis.call("XPENDING", input, group, id, id, 1, consumer)
-  return #entry == 1
+-- Ownership: everything still pending for this consumer, in one query (a worker holds at most
+-- a few reads' worth, so this is small).
+local mine = {}
+for _, entry in ipairs(redis.call("XPENDING", input, group, "-", "+", 1000000, consumer)) do
+  mine[entry[1]] = true
 end
 
-local function append_results(jobkey, payloads, first, last)
-  local parts = {}
-  for i = first, last do parts[#parts + 1] = payloads[i] end
-  if #parts == 0 then return end
-  local joined = table.concat(parts, ",")
-  local previous = redis.call("HGET", jobkey, "result")
-  if previous and previous ~= "[]" then
-    redis.call("HSET", jobkey, "result", string.sub(previous, 1, -2) .. "," .. joined .. "]")
-  else
-    redis.call("HSET", jobkey, "result", "[" .. joined .. "]")
+-- Time this stage let go of the job's message; on a source stage also the job's start: HSET
+-- answers how many fields are new, and an existing job hash always has `state` already.
+local function touch(jobkey, job, id, elapsed)
+  if not source then
+    redis.call("HSET", jobkey, at_field, now, ms_field, elapsed)
+    return
   end
-  redis.call("HINCRBY", jobkey, "results", #parts)
-end
-
--- A bare entry (or a job whose hash expired) has no job hash yet: the job starts here.
-local function ensure_job(jobkey, job, id)
-  if redis.call("EXISTS", jobkey) == 1 then return end
-  local submitted = now
-  if source and job == id then submitted = string.match(id, "^(%d+)") end
-  redis.call("HSET", jobkey, "state", "running", "outstanding", 1, "submitted", submitted)
-end
-
--- Account for one message leaving this stage: `spawned` messages enter the next stages.
-local function settle(jobkey, job, id, spawned, elapsed)
-  ensure_job(jobkey, job, id)
-  local outstanding = redis.call("HINCRBY", jobkey, "outstanding", spawned - 1)
-  redis.call("HSET", jobkey, "updated", now, stage .. ".at", now)
-  redis.call("HINCRBY", jobkey, stage .. ".ms", elapsed)
-  redis.call("HINCRBY", jobkey, stage .. ".n", 1)
-  if outstanding <= 0 then
-    local failed = tonumber(redis.call("HGET", jobkey, "failed") or "0")
-    local state = "done"
-    if failed > 0 then state = "failed" end
-    redis.call("HSET", jobkey, "state", state, "finished", now, "outstanding", 0)
-    redis.call("XADD", done, "*", "job", job, "state", state)
-  elseif redis.call("HGET", jobkey, "state") == "queued" then
-    redis.call("HSET", jobkey, "state", "running")
+  local added = redis.call("HSET", jobkey, at_field, now, ms_field, elapsed, "state", "running")
+  if added == 3 then
+    -- A bare entry (or a job whose hash expired) has no job hash yet: the job starts here.
+    local submitted = now
+    if job == id then submitted = string.match(id, "^(%d+)") end
+    redis.call("HSET", jobkey, "outstanding", 1, "submitted", submitted)
+    redis.call("EXPIRE", jobkey, ttl)
   end
+end
+
+local function finish(jobkey, job)
+  local state = "done"
+  if redis.call("HEXISTS", jobkey, "failed") == 1 then state = "failed" end
+  redis.call("HSET", jobkey, "state", state, "finished", now, "outstanding", 0)
   redis.call("EXPIRE", jobkey, ttl)
+  redis.call("XADD", done, "*", "job", job, "state", state)
 end
 
-local statuses = {}
-local pos = 9
-for n = 1, count do
-  local id, job, kind, trace = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
-  local attempt, elapsed, nargs = ARGV[pos + 4], tonumber(ARGV[pos + 5]), tonumber(ARGV[pos + 6])
-  local first, last = pos + 7, pos + 6 + nargs
-  pos = last + 1
-  local jobkey = KEYS[5 + n]
-  if not owned(id) then
+-- One message left this stage and `spawned` entered the next stages.
+local function settle(jobkey, job, spawned)
+  if spawned == 1 then return end
+  if redis.call("HINCRBY", jobkey, "outstanding", spawned - 1) <= 0 then finish(jobkey, job) end
+end
+
+local function add_results(jobkey, payloads)
+  for _, payload in ipairs(payloads) do
+    local n = redis.call("HINCRBY", jobkey, "results", 1)
+    redis.call("HSET", jobkey, "result." .. n, payload)
+  end
+end
+
+local statuses, acked = {}, {}
+for n, message in ipairs(batch) do
+  local id, job, kind, trace, attempt, elapsed, args =
+    message[1], message[2], message[3], message[4], message[5], message[6], message[7]
+  local jobkey = prefix .. job
+  if not mine[id] then
     statuses[n] = 0
   else
+    mine[id] = nil  -- the same id twice in one batch commits once
     statuses[n] = 1
+    acked[#acked + 1] = id
     if kind == "E" then
-      for i = first, last do
+      for _, payload in ipairs(args) do
         if trace ~= "" then
-          redis.call("XADD", output, "*", "job", job, "data", ARGV[i], "trace", trace)
+          redis.call("XADD", output, "*", "job", job, "data", payload, "trace", trace)
         else
-          redis.call("XADD", output, "*", "job", job, "data", ARGV[i])
+          redis.call("XADD", output, "*", "job", job, "data", payload)
         end
       end
-      if fan == 0 then
-        append_results(jobkey, ARGV, first, last)
-        settle(jobkey, job, id, 0, elapsed)
-      else
-        settle(jobkey, job, id, nargs * fan, elapsed)
-      end
+      touch(jobkey, job, id, elapsed)
+      if fan == 0 then add_results(jobkey, args) end
+      settle(jobkey, job, #args * fan)
     elseif kind == "D" then
-      settle(jobkey, job, id, 0, elapsed)
+      touch(jobkey, job, id, elapsed)
+      settle(jobkey, job, 0)
     elseif kind == "R" then
-      redis.call("ZADD", retry, ARGV[first], ARGV[first + 1])
-      ensure_job(jobkey, job, id)
-      redis.call("HSET", jobkey, "updated", now)
-      redis.call("EXPIRE", jobkey, ttl)
+      redis.call("ZADD", retry, args[1], args[2])
+      touch(jobkey, job, id, elapsed)
     elseif kind == "X" then
       redis.call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
-        "data", ARGV[first], "error", ARGV[first + 1], "traceback", ARGV[first + 2],
+        "data", args[1], "error", args[2], "traceback", args[3],
         "attempts", attempt, "trace", trace, "failed_at", now)
-      ensure_job(jobkey, job, id)
+      touch(jobkey, job, id, elapsed)
       redis.call("HINCRBY", jobkey, "failed", 1)
-      redis.call("HSET", jobkey, "error", stage .. ": " .. ARGV[first + 1])
-      settle(jobkey, job, id, 0, elapsed)
+      redis.call("HSET", jobkey, "error", stage .. ": " .. args[2])
+      settle(jobkey, job, 0)
     end
-    redis.call("XACK", input, group, id)
   end
 end
+if #acked > 0 then redis.call("XACK", input, group, unpack(acked)) end
 return statuses

@@ -28,9 +28,9 @@ redis.call("XADD", input, "*", unpack(fields))
 if redis.call("EXISTS", jobkey) == 1 then
   redis.call("HINCRBY", jobkey, "outstanding", 1)
   if redis.call("HINCRBY", jobkey, "failed", -1) <= 0 then
-    -- No other message of this job is still dead: its error goes too.
-    redis.call("HSET", jobkey, "failed", 0)
-    redis.call("HDEL", jobkey, "error")
+    -- No other message of this job is still dead: the job is no longer failed (commit.lua
+    -- reads a `failed` field as failure), and its error goes too.
+    redis.call("HDEL", jobkey, "failed", "error")
   end
   redis.call("HSET", jobkey, "state", "running", "updated", ARGV[6])
   redis.call("HDEL", jobkey, "finished")
