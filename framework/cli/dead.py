@@ -120,7 +120,7 @@ def check_selection(ids: list[str], stage: str | None, everything: bool) -> None
 StageOption = Annotated[
     str | None, typer.Option("--stage", "-s", help="Only this stage's letters.")
 ]
-IdsArgument = Annotated[list[str] | None, typer.Argument(help="Dead-letter entry ids.")]
+IdsArgument = Annotated[list[str] | None, typer.Argument(metavar="[ID]...", help="Letter ids.")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter (of --stage).")]
 
 
