@@ -42,8 +42,21 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     binary = shutil.which("redis-server", path="/usr/local/bin:/usr/bin:/bin") or "redis-server"
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-         "--save", "", "--appendonly", "no", "--logfile", "redis.log"],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            "redis.log",
+        ],
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
@@ -141,9 +154,17 @@ class Framework(System):
         env = {**os.environ, "REDIS_URL": self.url, "PIPELINE_LOG_LEVEL": "warning"}
         self.processes = [
             subprocess.Popen(
-                [sys.executable, "-m", "framework", "-f", str(folder / "pipeline.yaml"),
-                 "worker", stage],
-                env=env, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "framework",
+                    "-f",
+                    str(folder / "pipeline.yaml"),
+                    "worker",
+                    stage,
+                ],
+                env=env,
+                cwd=ROOT,
             )
             for stage in STAGES
         ]
@@ -156,8 +177,14 @@ class HandLoop(System):
     def start(self) -> None:
         self.processes = [
             subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "handloop.py"), self.url,
-                 self.stream_before(stage), f"{self.prefix}:{stage}", stage]
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "handloop.py"),
+                    self.url,
+                    self.stream_before(stage),
+                    f"{self.prefix}:{stage}",
+                    stage,
+                ]
             )
             for stage in STAGES
         ]
@@ -189,8 +216,11 @@ def latencies(system: System, jobs: int, rate: float) -> list[float]:
     arrived: dict[int, float] = {}
     try:
         system.warm_up(client)
-        end = f"{system.prefix}:done" if isinstance(system, Framework) else (
-            f"{system.prefix}:{STAGES[-1]}")
+        end = (
+            f"{system.prefix}:done"
+            if isinstance(system, Framework)
+            else (f"{system.prefix}:{STAGES[-1]}")
+        )
         by_job: dict[str, int] = {}
         reader = threading.Thread(target=_receive, args=(system.url, end, jobs, by_job, arrived))
         reader.start()
@@ -206,7 +236,9 @@ def latencies(system: System, jobs: int, rate: float) -> list[float]:
         system.stop()
 
 
-def _receive(url: str, stream: str, jobs: int, by_job: dict[str, int], arrived: dict[int, float]) -> None:
+def _receive(
+    url: str, stream: str, jobs: int, by_job: dict[str, int], arrived: dict[int, float]
+) -> None:
     client = redis.Redis.from_url(url)
     position = "$"
     deadline = time.monotonic() + 120
@@ -254,8 +286,10 @@ def main() -> None:
 
 
 def run_all(url: str, workdir: Path, options: argparse.Namespace) -> dict[str, object]:
-    systems = [Framework("bench", url, workdir, options.concurrency),
-               HandLoop("hand", url, workdir, options.concurrency)]
+    systems = [
+        Framework("bench", url, workdir, options.concurrency),
+        HandLoop("hand", url, workdir, options.concurrency),
+    ]
     rates: dict[str, list[float]] = {s.name: [] for s in systems}
     for _ in range(options.repeat):
         for system in systems:  # interleaved, so drift on a shared machine hits both alike
@@ -267,11 +301,19 @@ def run_all(url: str, workdir: Path, options: argparse.Namespace) -> dict[str, o
     ]
     for label, q in (("p50", 0.5), ("p99", 0.99)):
         f_ms, h_ms = percentile(lat["bench"], q) * 1000, percentile(lat["hand"], q) * 1000
-        rows.append((f"latency {label} at {options.rate:g}/s, ms", f"{f_ms:.2f}", f"{h_ms:.2f}",
-                     f"{f_ms / h_ms:.2f}"))
+        rows.append(
+            (
+                f"latency {label} at {options.rate:g}/s, ms",
+                f"{f_ms:.2f}",
+                f"{h_ms:.2f}",
+                f"{f_ms / h_ms:.2f}",
+            )
+        )
     info = machine(url)
-    print(f"\n{options.jobs} jobs x {options.repeat} runs, 4 no-op stages, 1 process per stage; "
-          f"machine: {info['cores']} cores, {info['cpu']}, Redis {info['redis']}")
+    print(
+        f"\n{options.jobs} jobs x {options.repeat} runs, 4 no-op stages, 1 process per stage; "
+        f"machine: {info['cores']} cores, {info['cpu']}, Redis {info['redis']}"
+    )
     print(f"{'case':40} {'framework':>12} {'hand loop':>12} {'ratio':>8}")
     for row in rows:
         print(f"{row[0]:40} {row[1]:>12} {row[2]:>12} {row[3]:>8}")
@@ -281,8 +323,10 @@ def run_all(url: str, workdir: Path, options: argparse.Namespace) -> dict[str, o
         "repeat": options.repeat,
         "concurrency": options.concurrency,
         "throughput": rates,
-        "latency_ms": {k: {"p50": percentile(v, 0.5) * 1000, "p99": percentile(v, 0.99) * 1000}
-                       for k, v in lat.items()},
+        "latency_ms": {
+            k: {"p50": percentile(v, 0.5) * 1000, "p99": percentile(v, 0.99) * 1000}
+            for k, v in lat.items()
+        },
         "rows": rows,
     }
 

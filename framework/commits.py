@@ -46,14 +46,22 @@ def _message(
         ).decode()
         kind, extra = "R", [now_ms + int(outcome.delay.total_seconds() * 1000), member]
     elif isinstance(outcome, DeadLetter):
-        kind, extra = "X", [delivery.data.decode(errors="replace"), outcome.error, outcome.traceback]
+        kind, extra = (
+            "X",
+            [delivery.data.decode(errors="replace"), outcome.error, outcome.traceback],
+        )
     elif isinstance(outcome, Skip):
         kind, extra = "S", []
     else:  # pragma: no cover - Outcome is a closed union
         raise TypeError(f"unknown outcome {outcome!r}")
     return [
-        delivery.message_id, delivery.job, kind, delivery.trace, delivery.attempt,
-        int(elapsed * 1000), extra,
+        delivery.message_id,
+        delivery.job,
+        kind,
+        delivery.trace,
+        delivery.attempt,
+        int(elapsed * 1000),
+        extra,
     ]
 
 

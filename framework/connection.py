@@ -31,6 +31,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
 )
+# What makes the first contact fail: the server is away, or refuses us (auth, TLS, protocol).
+UNREACHABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, redis.exceptions.RedisError)
 
 # Blocking reads wait at most a second, so a socket silent for much longer is a dead peer.
 SOCKET_TIMEOUT = 15.0
@@ -79,7 +81,7 @@ async def connect(url: str) -> tuple[AsyncClient, Server]:
     try:
         info = await plain.info("server")
         cluster = (await plain.info("cluster")).get("cluster_enabled") == 1
-    except (*TRANSIENT_ERRORS, redis.exceptions.RedisError) as error:
+    except UNREACHABLE as error:
         await plain.aclose()
         raise RedisUnavailable(f"cannot reach Redis at {_describe(url)}: {error}") from None
     server = Server(_parse_version(str(info.get("redis_version", "0"))), cluster)

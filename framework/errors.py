@@ -83,14 +83,17 @@ class WaitTimeout(PipelineError, TimeoutError):
         super().__init__(f"job {job_id!r} not finished after {timeout:g}s")
 
 
-class StageSignal(Exception):  # noqa: N818 - user-facing names read as verbs: raise Retry()
+# Not `...Error` (pep8-naming N818): user-facing names read as verbs, `raise Retry()`.
+class StageSignal(Exception):
     """Raised by stage code to steer its own message; the framework never raises these."""
 
 
 class Retry(StageSignal):
     """Run this message again later; `after` overrides the backoff."""
 
-    def __init__(self, after: timedelta | float | None = None, reason: str = "retry requested") -> None:
+    def __init__(
+        self, after: timedelta | float | None = None, reason: str = "retry requested"
+    ) -> None:
         if isinstance(after, int | float):
             after = timedelta(seconds=after)
         self.after: timedelta | None = after

@@ -204,14 +204,18 @@ class StageFunction:
                 positions.append(position)
         if arguments:
             for position, outcome in zip(
-                positions, await self._call_batch(arguments, deliveries, positions, context),
+                positions,
+                await self._call_batch(arguments, deliveries, positions, context),
                 strict=True,
             ):
                 outcomes[position] = outcome
         return [outcome if outcome is not None else Drop() for outcome in outcomes]
 
     async def _call_batch(
-        self, arguments: list[Any], deliveries: list[Delivery], positions: list[int],
+        self,
+        arguments: list[Any],
+        deliveries: list[Delivery],
+        positions: list[int],
         ctx: Context | None,
     ) -> list[Outcome]:
         try:

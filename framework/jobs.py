@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from framework.connection import AsyncClient
 from framework.errors import JobNotFound, WaitTimeout
 from framework.keys import Keys
+from framework.wire import Fields, range_reply, read_reply
 
 FINISHED = frozenset({"done", "failed"})
 
@@ -68,8 +69,7 @@ class Job:
             "failed": self.failed,
             "error": self.error,
             "stages": {
-                t.stage: {"busy_ms": t.busy_ms, "last_at_ms": t.last_at_ms}
-                for t in self.stages
+                t.stage: {"busy_ms": t.busy_ms, "last_at_ms": t.last_at_ms} for t in self.stages
             },
             "results": self.results,
         }
@@ -80,7 +80,7 @@ def _int(raw: dict[str, str], key: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def job_from_hash(job_id: str, raw_bytes: dict[bytes, bytes], stage_order: Iterable[str]) -> Job:
+def job_from_hash(job_id: str, raw_bytes: Fields, stage_order: Iterable[str]) -> Job:
     raw = {k.decode(): v.decode() for k, v in raw_bytes.items()}
     timings = [
         StageTiming(stage, int(raw.get(f"{stage}.ms", 0)), int(raw[f"{stage}.at"]))
@@ -96,7 +96,9 @@ def job_from_hash(job_id: str, raw_bytes: dict[bytes, bytes], stage_order: Itera
         outstanding=_int(raw, "outstanding") or 0,
         failed=_int(raw, "failed") or 0,
         error=raw.get("error"),
-        results=[orjson.loads(raw[f"result.{n}"]) for n in range(1, int(raw.get("results", 0)) + 1)],
+        results=[
+            orjson.loads(raw[f"result.{n}"]) for n in range(1, int(raw.get("results", 0)) + 1)
+        ],
         stages=tuple(timings),
     )
 
@@ -113,8 +115,13 @@ def queued(job_id: str) -> Job:
     return Job(job_id, "queued", int(job_id.split("-")[0]), None, None, 1, 0, None)
 
 
+async def _job_hash(client: AsyncClient, keys: Keys, job_id: str) -> Fields:
+    """The job hash, raw; our clients never decode replies, so keys and values are bytes."""
+    return cast(Fields, await client.hgetall(keys.job(job_id)))
+
+
 async def read_job(client: AsyncClient, keys: Keys, job_id: str, stages: Iterable[str]) -> Job:
-    raw = await client.hgetall(keys.job(job_id))
+    raw = await _job_hash(client, keys, job_id)
     if raw:
         return job_from_hash(job_id, raw, stages)
     if await queued_bare_entry(client, keys, job_id):
@@ -124,7 +131,7 @@ async def read_job(client: AsyncClient, keys: Keys, job_id: str, stages: Iterabl
 
 async def last_done_id(client: AsyncClient, keys: Keys) -> str:
     """Where to start reading the done stream so that nothing finishing from now is missed."""
-    newest = await client.xrevrange(keys.done, count=1)
+    newest = range_reply(await client.xrevrange(keys.done, count=1))
     return newest[0][0].decode() if newest else "0-0"
 
 
@@ -134,7 +141,7 @@ async def wait_for_jobs(
     job_ids: Iterable[str],
     stages: tuple[str, ...],
     timeout: float | None,
-    on_finished: Any = None,
+    on_finished: Callable[[Job], None] | None = None,
 ) -> dict[str, Job]:
     """Block until every job has finished (done or failed); returns them by id.
 
@@ -148,7 +155,7 @@ async def wait_for_jobs(
 
     async def collect(ids: Iterable[str]) -> None:
         for job_id in ids:
-            raw = await client.hgetall(keys.job(job_id))
+            raw = await _job_hash(client, keys, job_id)
             if not raw:
                 if not await queued_bare_entry(client, keys, job_id):
                     raise JobNotFound(job_id)
@@ -169,7 +176,7 @@ async def wait_for_jobs(
                 raise WaitTimeout(next(iter(waiting)), timeout or 0.0)
             block_ms = max(1, min(block_ms, int(remaining * 1000)))
         reply = await client.xread({keys.done: position}, count=1000, block=block_ms)
-        for _stream, entries in reply or ():
+        for _stream, entries in read_reply(reply):
             position = entries[-1][0].decode()
             done_ids = {fields[b"job"].decode() for _id, fields in entries}
             await collect(done_ids & waiting)

@@ -64,5 +64,5 @@ def group_name(stage: str) -> str:
 
 
 def consumer_name() -> str:
-    """`HOSTNAME-PID-N`: unique per worker in a process, and tells `XINFO CONSUMERS` who holds what."""
+    """`HOSTNAME-PID-N`: unique per worker in a process; tells `XINFO CONSUMERS` who holds what."""
     return f"{socket.gethostname()}-{os.getpid()}-{next(_consumer_counter)}"

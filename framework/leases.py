@@ -97,7 +97,12 @@ async def reclaim(
 
 
 async def hand_back(
-    client: AsyncClient, stream: str, group: str, consumer: str, held: list[Delivery], lease: timedelta
+    client: AsyncClient,
+    stream: str,
+    group: str,
+    consumer: str,
+    held: list[Delivery],
+    lease: timedelta,
 ) -> None:
     """Make messages we will not run claimable at once, without counting this delivery.
 

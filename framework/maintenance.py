@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import structlog
 
@@ -29,7 +30,9 @@ async def promote_due_retries(client: AsyncClient, spec: PipelineSpec) -> int:
     while True:
         now_ms = int(time.time() * 1000)
         count = int(
-            await scripts.script(scripts.PROMOTE)(client, [spec.keys.retry], [now_ms, PROMOTE_BATCH])
+            await scripts.script(scripts.PROMOTE)(
+                client, [spec.keys.retry], [now_ms, PROMOTE_BATCH]
+            )
         )
         moved += count
         if count < PROMOTE_BATCH:
@@ -37,7 +40,8 @@ async def promote_due_retries(client: AsyncClient, spec: PipelineSpec) -> int:
 
 
 async def seconds_to_next_retry(client: AsyncClient, spec: PipelineSpec) -> float:
-    first = await client.zrange(spec.keys.retry, 0, 0, withscores=True)
+    reply = await client.zrange(spec.keys.retry, 0, 0, withscores=True)
+    first = cast(list[tuple[bytes, float]], reply)  # WITHSCORES: (member, score) pairs
     if not first:
         return MAX_NAP
     return max(0.0, min(MAX_NAP, first[0][1] / 1000 - time.time()))

@@ -48,7 +48,7 @@ Outcome = Emit | Drop | RetryLater | DeadLetter | Skip
 def backoff(attempt: int, first: timedelta, cap: timedelta) -> timedelta:
     """Exponential backoff: `first` after the first run, doubling, never over `cap`."""
     exponent = min(max(attempt - 1, 0), 60)
-    return min(first * (2**exponent), cap)
+    return min(first * (1 << exponent), cap)
 
 
 def describe(error: BaseException) -> str:

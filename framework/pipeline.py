@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from framework import scripts
-from framework.config import PipelineSpec
+from framework.config import PipelineSpec, StageSpec
 from framework.connection import AsyncClient, Server, connect, connect_sync
 from framework.embedded import EmbeddedRedis
 from framework.errors import BacklogFull, PayloadError
@@ -47,7 +47,9 @@ class Pipeline:
         self._connect_lock: asyncio.Lock | None = None
 
     @classmethod
-    def load(cls, path: str | Path = "pipeline.yaml", env: Mapping[str, str] | None = None) -> Pipeline:
+    def load(
+        cls, path: str | Path = "pipeline.yaml", env: Mapping[str, str] | None = None
+    ) -> Pipeline:
         """Read and validate pipeline.yaml; raises ConfigError with a one-line message."""
         return cls(load_spec(path, env))
 
@@ -123,9 +125,16 @@ class Pipeline:
                 [
                     (
                         [first.input_stream, self.spec.keys.job(job_id or "")],
-                        [job_id or "", data, trace, now_ms, _seconds(self.spec.result_ttl),
-                         "" if first.max_backlog is None else first.max_backlog, first.name,
-                         self.spec.keys.job("")],
+                        [
+                            job_id or "",
+                            data,
+                            trace,
+                            now_ms,
+                            _seconds(self.spec.result_ttl),
+                            "" if first.max_backlog is None else first.max_backlog,
+                            first.name,
+                            self.spec.keys.job(""),
+                        ],
                     )
                     for data, job_id in chunk
                 ],
@@ -179,7 +188,12 @@ class Pipeline:
         server = await self.server()
         workers = [
             StageWorker(
-                self.spec, spec, client, server, connect_sync(self._url, server), function,
+                self.spec,
+                spec,
+                client,
+                server,
+                connect_sync(self._url, server),
+                function,
                 grace_period,
             )
             for spec, function in zip(specs, functions, strict=True)
@@ -234,8 +248,8 @@ def _valid_job_id(job_id: str) -> bool:
     return 0 < len(job_id) <= 200 and not any(ch.isspace() for ch in job_id)
 
 
-def _with_concurrency(spec: Any, concurrency: int) -> Any:
-    import dataclasses  # noqa: PLC0415 - only for the --concurrency override
+def _with_concurrency(spec: StageSpec, concurrency: int) -> StageSpec:
+    import dataclasses  # only for the --concurrency override
 
     return dataclasses.replace(spec, concurrency=concurrency)
 

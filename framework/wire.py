@@ -8,12 +8,30 @@ Retries carry two more fields: `for` (the one stage that should run it) and `att
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
 from framework.errors import PayloadError
 
 Fields = dict[bytes, bytes]
+Entries = list[tuple[bytes, Fields]]
+
+
+# redis-py declares replies for every protocol and decoding mode; our clients speak RESP2 and
+# never set `decode_responses`, so these two shapes, bytes throughout, are all we ever get.
+def range_reply(reply: object) -> Entries:
+    """An XRANGE/XREVRANGE reply as (id, fields) pairs."""
+    return cast(Entries, reply or [])
+
+
+def read_reply(reply: object) -> list[tuple[bytes, Entries]]:
+    """An XREAD/XREADGROUP reply as (stream, entries) pairs.
+
+    Fields are nil only when XREADGROUP re-reads pending history past a deleted entry; the
+    engine reads with `>` (and XREAD), so they are always present.
+    """
+    return cast(list[tuple[bytes, Entries]], reply or [])
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ tasks; the lease keeper runs in a thread so that a stalled event loop cannot los
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from datetime import timedelta
@@ -24,11 +25,11 @@ from framework.context import Context
 from framework.groups import ensure_groups, is_missing_group
 from framework.invocation import StageFunction
 from framework.keys import consumer_name
-from framework.logs import logging_enabled
 from framework.leases import LeaseKeeper, hand_back, reclaim
+from framework.logs import logging_enabled
 from framework.maintenance import Housekeeper
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
-from framework.wire import Delivery, decode_entry
+from framework.wire import Delivery, decode_entry, read_reply
 
 log = structlog.get_logger()
 
@@ -63,7 +64,11 @@ class StageWorker:
         self._running = 0
         self._log_info = logging_enabled(logging.INFO)
         self._leases = LeaseKeeper(
-            lease_client, stage.input_stream, stage.name, self.consumer, stage.lease,
+            lease_client,
+            stage.input_stream,
+            stage.name,
+            self.consumer,
+            stage.lease,
             held=lambda: [i for i in tuple(self._held) if i not in self._lost],
             on_lost=self._on_lost_threadsafe,
         )
@@ -130,7 +135,11 @@ class StageWorker:
             return
         try:
             await hand_back(
-                self.client, self.stage.input_stream, self.stage.name, self.consumer, mine,
+                self.client,
+                self.stage.input_stream,
+                self.stage.name,
+                self.consumer,
+                mine,
                 self.stage.lease,
             )
             self.log.info("messages_handed_back", count=len(mine))
@@ -159,12 +168,22 @@ class StageWorker:
                     break
                 if time.monotonic() >= next_reclaim:
                     cursor, claimed = await reclaim(
-                        self.client, self.server, self.stage.input_stream, self.stage.name,
-                        self.consumer, self.stage.lease, cursor, room,
+                        self.client,
+                        self.server,
+                        self.stage.input_stream,
+                        self.stage.name,
+                        self.consumer,
+                        self.stage.lease,
+                        cursor,
+                        room,
                     )
                     for delivery in claimed:
-                        self.log.info("lease_reclaimed", message_id=delivery.message_id,
-                                      job_id=delivery.job, attempt=delivery.attempt)
+                        self.log.info(
+                            "lease_reclaimed",
+                            message_id=delivery.message_id,
+                            job_id=delivery.job,
+                            attempt=delivery.attempt,
+                        )
                         self._accept(delivery)
                     if cursor == "0-0" or not claimed:
                         next_reclaim = time.monotonic() + self.stage.lease.total_seconds() / 4
@@ -172,8 +191,11 @@ class StageWorker:
                     if room <= 0:
                         continue
                 reply = await self.client.xreadgroup(
-                    self.stage.name, self.consumer, {self.stage.input_stream: ">"},
-                    count=room, block=READ_BLOCK_MS,
+                    self.stage.name,
+                    self.consumer,
+                    {self.stage.input_stream: ">"},
+                    count=room,
+                    block=READ_BLOCK_MS,
                 )
                 delay = 0.05
             except TRANSIENT_ERRORS as error:
@@ -189,7 +211,7 @@ class StageWorker:
                     lambda: ensure_groups(self.client, self.pipeline), self._redis_down
                 )
                 continue
-            for _stream, entries in reply or ():
+            for _stream, entries in read_reply(reply):
                 for message_id, fields in entries:
                     if fields is not None:
                         self._accept(decode_entry(message_id, fields))
@@ -278,8 +300,8 @@ class StageWorker:
             # Shielded: a commit cut short by shutdown would leave its outcome unknown.
             statuses = await asyncio.shield(
                 retry_forever(
-                    lambda batch=finished: commit(  # type: ignore[misc]
-                        self.client, self.pipeline, self.stage, self.consumer, batch
+                    functools.partial(
+                        commit, self.client, self.pipeline, self.stage, self.consumer, finished
                     ),
                     self._redis_down,
                 )
@@ -292,7 +314,9 @@ class StageWorker:
             self._lost.difference_update(d.message_id for d, _, _ in finished)
             self._room.set()
 
-    def _log_outcome(self, delivery: Delivery, outcome: Outcome, owned: bool, elapsed: float) -> None:
+    def _log_outcome(
+        self, delivery: Delivery, outcome: Outcome, owned: bool, elapsed: float
+    ) -> None:
         if owned and not self._log_info and isinstance(outcome, Emit | Drop | Skip):
             return  # the common case, when info lines are off: no fields to build
         fields: dict[str, Any] = {
@@ -308,8 +332,12 @@ class StageWorker:
         elif isinstance(outcome, Drop):
             self.log.info("message_dropped", **fields)
         elif isinstance(outcome, RetryLater):
-            self.log.warning("retry_scheduled", error=outcome.error,
-                             delay_ms=int(outcome.delay.total_seconds() * 1000), **fields)
+            self.log.warning(
+                "retry_scheduled",
+                error=outcome.error,
+                delay_ms=int(outcome.delay.total_seconds() * 1000),
+                **fields,
+            )
         elif isinstance(outcome, DeadLetter):
             self.log.error("dead_lettered", error=outcome.error, **fields)
 

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -48,12 +47,18 @@ def start_worker(
     command = [sys.executable, "-m", "framework", "-f", str(pipeline), "worker", stage, *args]
     if log is None:
         return subprocess.Popen(
-            command, env=worker_env(redis_url, **env), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, cwd=pipeline.parent,
+            command,
+            env=worker_env(redis_url, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=pipeline.parent,
         )
     with open(log, "ab") as output:  # the child keeps its own descriptor
         return subprocess.Popen(
-            command, env=worker_env(redis_url, **env), stdout=output, stderr=output,
+            command,
+            env=worker_env(redis_url, **env),
+            stdout=output,
+            stderr=output,
             cwd=pipeline.parent,
         )
 

@@ -27,9 +27,7 @@ async def test_feeding_stage_pauses_while_the_next_is_over_its_backlog(
         client = await pipeline.client()
         await async_wait_until(lambda: client.xlen(output), what="feed to start")
         # The reader re-checks the backlog every 100 ms, with at most 2 messages in hand.
-        await async_wait_until(
-            lambda: _settled(client, output), timeout=5, what="feed to pause"
-        )
+        await async_wait_until(lambda: _settled(client, output), timeout=5, what="feed to pause")
         assert 20 <= await client.xlen(output) <= 24
     async with running_pipeline(path, redis7.url) as pipeline:
         jobs = await pipeline.wait_all_async(ids, timeout=30)

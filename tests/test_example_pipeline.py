@@ -33,7 +33,11 @@ def run(pipeline: Path, redis: RedisServer, *args: str) -> subprocess.CompletedP
     env = {**os.environ, "REDIS_URL": redis.url, "PIPELINE_LOG_LEVEL": "error"}
     return subprocess.run(
         [sys.executable, "-m", "framework", "-f", str(pipeline), "run", *args],
-        env=env, capture_output=True, text=True, timeout=300, cwd=pipeline.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=pipeline.parent,
     )
 
 

@@ -30,16 +30,22 @@ def test_sigterm_mid_run_exits_zero_and_loses_nothing(
     with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
         ids = pipeline.submit_many([({"n": n}, None) for n in range(30)])
     worker = start_worker(path, "slow", redis7.url, log=tmp_path / "w.log")
-    wait_until(lambda: job_states(client, pipeline_name, ids)["done"] >= 3, timeout=20,
-               what="some jobs done")
+    wait_until(
+        lambda: job_states(client, pipeline_name, ids)["done"] >= 3,
+        timeout=20,
+        what="some jobs done",
+    )
     assert stop(worker) == 0, (tmp_path / "w.log").read_text()[-2000:]
     pending = client.xpending(f"{{{pipeline_name}}}:input", "slow")["pending"]
     handed_back = pending  # unstarted messages were handed back, not run
     assert job_states(client, pipeline_name, ids)["done"] < 30, "stopped before the end"
 
     successor = start_worker(path, "slow", redis7.url, log=tmp_path / "w.log")
-    wait_until(lambda: job_states(client, pipeline_name, ids)["done"] == 30, timeout=30,
-               what="all jobs done by the successor")
+    wait_until(
+        lambda: job_states(client, pipeline_name, ids)["done"] == 30,
+        timeout=30,
+        what="all jobs done by the successor",
+    )
     assert stop(successor) == 0
     assert set(outputs_per_job(client, f"{{{pipeline_name}}}:slow").values()) == {1}
     with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:

@@ -52,7 +52,9 @@ def test_sigkill_every_half_second_loses_and_duplicates_nothing(
         kills = 0
         deadline = time.monotonic() + 150
         while job_states(client, pipeline_name, job_ids)["done"] < JOBS:
-            assert time.monotonic() < deadline, f"jobs not done: {job_states(client, pipeline_name, job_ids)}"
+            assert time.monotonic() < deadline, (
+                f"jobs not done: {job_states(client, pipeline_name, job_ids)}"
+            )
             time.sleep(0.5)  # the chaos cadence, not a wait for a result
             victim = chaos.choice(list(workers))
             workers[victim].kill()

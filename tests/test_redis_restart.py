@@ -34,15 +34,21 @@ def test_all_jobs_done_none_duplicated_across_a_redis_restart(
     log = tmp_path / "workers.log"
     workers = [start_worker(path, stage, url, log=log) for stage in STAGES]
     client = restartable_redis.client()
-    wait_until(lambda: job_states(client, pipeline_name, ids)["done"] >= 20, timeout=20,
-               what="the run to be under way")
+    wait_until(
+        lambda: job_states(client, pipeline_name, ids)["done"] >= 20,
+        timeout=20,
+        what="the run to be under way",
+    )
     restartable_redis.kill()
     time.sleep(1.0)  # Redis stays down for a second: workers must wait it out
     restartable_redis.restart()
     client = restartable_redis.client()
     try:
-        wait_until(lambda: job_states(client, pipeline_name, ids)["done"] == 400, timeout=60,
-                   what="all jobs done after the restart")
+        wait_until(
+            lambda: job_states(client, pipeline_name, ids)["done"] == 400,
+            timeout=60,
+            what="all jobs done after the restart",
+        )
     finally:
         statuses = [stop(worker) for worker in workers]
     assert statuses == [0, 0, 0], log.read_text()[-3000:]

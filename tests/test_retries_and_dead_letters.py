@@ -47,7 +47,9 @@ def dead_letters(server: RedisServer, name: str) -> list[dict[str, str]]:
 async def test_failing_tenth_is_dead_lettered_with_traceback_after_max_attempts(
     redis_server: RedisServer, pipeline_name: str, tmp_path: Path
 ) -> None:
-    stages = 'first:\n  function: "{mod}:flaky"\nsecond:\n  function: "{mod}:flaky"\n  concurrency: 4'
+    stages = (
+        'first:\n  function: "{mod}:flaky"\nsecond:\n  function: "{mod}:flaky"\n  concurrency: 4'
+    )
     path = write_pipeline(tmp_path, pipeline_name, stages, CODE, TOP)
     async with running_pipeline(path, redis_server.url) as pipeline:
         ids = await pipeline.submit_many_async([({"n": n}, None) for n in range(1, 101)])
@@ -64,7 +66,8 @@ async def test_failing_tenth_is_dead_lettered_with_traceback_after_max_attempts(
         assert 'raise ValueError(f"cannot handle' in letter["traceback"]
         assert letter["stream"] == f"{{{pipeline_name}}}:input"
     some_failed = jobs[next(iter(failed))]
-    assert some_failed.error is not None and some_failed.error.startswith("first: ValueError")
+    assert some_failed.error is not None
+    assert some_failed.error.startswith("first: ValueError")
 
 
 async def test_fail_dead_letters_at_once_and_retry_runs_again(

@@ -34,8 +34,11 @@ async def test_undelivered_and_pending_entries_survive_trimming(
     async with running_pipeline(path, redis_server.url, stages=["fast"]) as pipeline:
         ids = await pipeline.submit_many_async([({"n": n}, None) for n in range(300)])
         client = await pipeline.client()
-        await async_wait_until(lambda: _length_is(client, between, 300), timeout=20,
-                               what="all 300 undelivered entries kept")
+        await async_wait_until(
+            lambda: _length_is(client, between, 300),
+            timeout=20,
+            what="all 300 undelivered entries kept",
+        )
         # Direct trims under way too: nothing the `slow` group has not acked may go.
         assert await trim(client, between, Retention(max_len=1, max_age=None)) == 0
     async with running_pipeline(path, redis_server.url) as pipeline:
@@ -44,8 +47,11 @@ async def test_undelivered_and_pending_entries_survive_trimming(
         jobs = await pipeline.wait_all_async(ids, timeout=60)
         trims.cancel()
         await trim(client, f"{{{pipeline_name}}}:slow", Retention(max_len=20, max_age=None))
-        await async_wait_until(lambda: _length_at_most(client, between, 20), timeout=5,
-                               what="history trimmed to max_len once acknowledged")
+        await async_wait_until(
+            lambda: _length_at_most(client, between, 20),
+            timeout=5,
+            what="history trimmed to max_len once acknowledged",
+        )
     assert {job.state for job in jobs.values()} == {"done"}
     with redis_server.client() as sync:
         assert set(outputs_per_job(sync, f"{{{pipeline_name}}}:slow").values()) <= {1}

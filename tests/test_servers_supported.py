@@ -31,7 +31,9 @@ async def test_fan_out_pipeline_on_a_redis_cluster(
     ]
 
 
-async def test_pipeline_over_tls(tls_redis: RedisServer, pipeline_name: str, tmp_path: Path) -> None:
+async def test_pipeline_over_tls(
+    tls_redis: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
     path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
     url = f"{tls_redis.url}?ssl_ca_certs={tls_redis.ca_file}"
     async with running_pipeline(path, url) as pipeline:

@@ -51,8 +51,9 @@ def test_payloads_that_are_not_json_or_too_large_are_refused_and_nothing_is_writ
 
 def test_unreachable_redis_is_one_clear_error(tmp_path: Path) -> None:
     path = write_pipeline(tmp_path, "nowhere", STAGES, CODE)
-    with Pipeline.load(path, {"REDIS_URL": "redis://127.0.0.1:1"}) as pipeline, pytest.raises(
-        RedisUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1"
+    with (
+        Pipeline.load(path, {"REDIS_URL": "redis://127.0.0.1:1"}) as pipeline,
+        pytest.raises(RedisUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1"),
     ):
         pipeline.submit({"text": "a"})
 
