@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from framework.errors import RedisUnavailable
+from framework.errors import ConfigError, RedisUnavailable
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 SyncClient = redis.Redis | redis.cluster.RedisCluster
@@ -78,6 +78,7 @@ async def connect(url: str) -> tuple[AsyncClient, Server]:
     plain = redis.asyncio.Redis.from_url(
         url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **_options()
     )
+    _refuse_reply_options(plain.connection_pool.connection_kwargs, url)
     try:
         info = await plain.info("server")
         cluster = (await plain.info("cluster")).get("cluster_enabled") == 1
@@ -91,6 +92,17 @@ async def connect(url: str) -> tuple[AsyncClient, Server]:
     client = redis.asyncio.cluster.RedisCluster.from_url(url, **_options())
     await client.initialize()
     return client, server
+
+
+def _refuse_reply_options(options: dict[str, Any], url: str) -> None:
+    """The engine reads raw RESP2 replies (bytes); URL options that change them would break it."""
+    if options.get("decode_responses") or str(options.get("protocol", "2")) == "3":
+        raise ConfigError(
+            "redis.url",
+            "",
+            f"{_describe(url)}: remove decode_responses/protocol from the URL; "
+            "the framework decodes replies itself",
+        )
 
 
 def connect_sync(url: str, server: Server) -> SyncClient:
