@@ -105,6 +105,17 @@ def _refuse_reply_options(options: dict[str, Any], url: str) -> None:
         )
 
 
+async def connect_reader(url: str) -> AsyncClient:
+    """A client for a worker's reads, whose XREADGROUP replies redis-py leaves unparsed."""
+    client, _ = await connect(url)
+    client.set_response_callback("XREADGROUP", _unparsed)
+    return client
+
+
+def _unparsed(response: Any, **options: Any) -> Any:
+    return response
+
+
 def connect_sync(url: str, server: Server) -> SyncClient:
     """A blocking client for threads that must work while the event loop is busy."""
     if server.cluster:

@@ -80,6 +80,18 @@ def _int(raw: dict[str, str], key: str) -> int | None:
     return int(value) if value is not None else None
 
 
+def _result_order(field: str) -> tuple[int, int, int]:
+    """`result.<message id>.<n>`: by the id of the message that produced it, then n."""
+    _, message_id, n = field.rsplit(".", 2) if field.count(".") >= 2 else (field, "0-0", "0")
+    milliseconds, _, sequence = message_id.partition("-")
+    return int(milliseconds or 0), int(sequence or 0), int(n)
+
+
+def _results(raw: dict[str, str]) -> list[Any]:
+    fields = sorted((f for f in raw if f.startswith("result.")), key=_result_order)
+    return [orjson.loads(raw[f]) for f in fields]
+
+
 def job_from_hash(job_id: str, raw_bytes: Fields, stage_order: Iterable[str]) -> Job:
     raw = {k.decode(): v.decode() for k, v in raw_bytes.items()}
     timings = [
@@ -91,14 +103,12 @@ def job_from_hash(job_id: str, raw_bytes: Fields, stage_order: Iterable[str]) ->
         id=job_id,
         state=raw.get("state", "queued"),
         submitted_ms=_int(raw, "submitted") or 0,
-        updated_ms=_int(raw, "updated"),
+        updated_ms=max([t.last_at_ms for t in timings] + [_int(raw, "updated") or 0]) or None,
         finished_ms=_int(raw, "finished"),
         outstanding=_int(raw, "outstanding") or 0,
         failed=_int(raw, "failed") or 0,
         error=raw.get("error"),
-        results=[
-            orjson.loads(raw[f"result.{n}"]) for n in range(1, int(raw.get("results", 0)) + 1)
-        ],
+        results=_results(raw),
         stages=tuple(timings),
     )
 

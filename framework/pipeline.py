@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from framework import scripts
 from framework.config import PipelineSpec, StageSpec
-from framework.connection import AsyncClient, Server, connect, connect_sync
+from framework.connection import AsyncClient, Server, connect, connect_reader, connect_sync
 from framework.embedded import EmbeddedRedis
 from framework.errors import BacklogFull, PayloadError
 from framework.groups import ensure_groups
@@ -186,6 +186,7 @@ class Pipeline:
         ]
         client = await self.client()
         server = await self.server()
+        readers = [await connect_reader(self._url) for _ in specs]
         workers = [
             StageWorker(
                 self.spec,
@@ -193,14 +194,19 @@ class Pipeline:
                 client,
                 server,
                 connect_sync(self._url, server),
+                reader,
                 function,
                 grace_period,
             )
-            for spec, function in zip(specs, functions, strict=True)
+            for spec, function, reader in zip(specs, functions, readers, strict=True)
         ]
-        async with asyncio.TaskGroup() as group:
-            for worker in workers:
-                group.create_task(worker.run(stopping))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for worker in workers:
+                    group.create_task(worker.run(stopping))
+        finally:
+            for reader in readers:
+                await reader.aclose()
 
     # -- blocking twins ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Retries carry two more fields: `for` (the one stage that should run it) and `att
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import orjson
 
@@ -32,6 +32,21 @@ def read_reply(reply: object) -> list[tuple[bytes, Entries]]:
     engine reads with `>` (and XREAD), so they are always present.
     """
     return cast(list[tuple[bytes, Entries]], reply or [])
+
+
+def raw_read_entries(reply: object) -> list[tuple[bytes, list[bytes]]]:
+    """Entries of an XREADGROUP reply left unparsed by redis-py (see `connection.raw_reads`):
+    a map of stream to entries under RESP3, a list of [stream, entries] under RESP2; each
+    entry is [id, [field, value, ...]]. Skipping redis-py's per-entry dicts is a hot-path win.
+    """
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else (pair[1] for pair in cast(list[Any], reply))
+    return [(entry[0], entry[1]) for entries in streams for entry in entries if entry[1] is not None]
+
+
+def flat_fields(flat: list[bytes]) -> Fields:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from framework.leases import LeaseKeeper, hand_back, reclaim
 from framework.logs import logging_enabled
 from framework.maintenance import Housekeeper
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
-from framework.wire import Delivery, decode_entry, read_reply
+from framework.wire import Delivery, decode_entry, flat_fields, raw_read_entries
 
 log = structlog.get_logger()
 
@@ -47,11 +47,13 @@ class StageWorker:
         client: AsyncClient,
         server: Server,
         lease_client: SyncClient,
+        reader: AsyncClient,
         function: StageFunction,
         grace_period: timedelta = timedelta(seconds=30),
     ) -> None:
         self.pipeline, self.stage, self.client, self.server = pipeline, stage, client, server
         self.function = function
+        self.reader = reader  # its own client: XREADGROUP replies left raw (connection.raw_reads)
         self.grace_period = grace_period
         self.consumer = consumer_name()
         self.capacity = 2 * stage.concurrency * (stage.batch or 1)
@@ -190,7 +192,7 @@ class StageWorker:
                     room -= len(claimed)
                     if room <= 0:
                         continue
-                reply = await self.client.xreadgroup(
+                reply = await self.reader.xreadgroup(
                     self.stage.name,
                     self.consumer,
                     {self.stage.input_stream: ">"},
@@ -211,10 +213,8 @@ class StageWorker:
                     lambda: ensure_groups(self.client, self.pipeline), self._redis_down
                 )
                 continue
-            for _stream, entries in read_reply(reply):
-                for message_id, fields in entries:
-                    if fields is not None:
-                        self._accept(decode_entry(message_id, fields))
+            for message_id, flat in raw_read_entries(reply):
+                self._accept(decode_entry(message_id, flat_fields(flat)))
 
     def _accept(self, delivery: Delivery) -> None:
         self._held[delivery.message_id] = delivery

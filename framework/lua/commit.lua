@@ -37,15 +37,20 @@ for _, entry in ipairs(redis.call("XPENDING", input, group, "-", "+", 1000000, c
   mine[entry[1]] = true
 end
 
--- Time this stage let go of the job's message; on a source stage also the job's start: HSET
--- answers how many fields are new, and an existing job hash always has `state` already.
-local function touch(jobkey, job, id, elapsed)
+-- Time this stage let go of the job's message (and, at the last stage, its result, under
+-- `result.<message id>`: unique, so no counter is needed); on a source stage also the job's
+-- start: HSET answers how many fields are new, and an existing job hash always has `state`.
+local function touch(jobkey, job, id, elapsed, extra)
+  local fields = {at_field, now, ms_field, elapsed}
+  for _, value in ipairs(extra) do fields[#fields + 1] = value end
   if not source then
-    redis.call("HSET", jobkey, at_field, now, ms_field, elapsed)
+    redis.call("HSET", jobkey, unpack(fields))
     return
   end
-  local added = redis.call("HSET", jobkey, at_field, now, ms_field, elapsed, "state", "running")
-  if added == 3 then
+  fields[#fields + 1] = "state"
+  fields[#fields + 1] = "running"
+  local added = redis.call("HSET", jobkey, unpack(fields))
+  if added == #fields / 2 then
     -- A bare entry (or a job whose hash expired) has no job hash yet: the job starts here.
     local submitted = now
     if job == id then submitted = string.match(id, "^(%d+)") end
@@ -68,12 +73,16 @@ local function settle(jobkey, job, spawned)
   if redis.call("HINCRBY", jobkey, "outstanding", spawned - 1) <= 0 then finish(jobkey, job) end
 end
 
-local function add_results(jobkey, payloads)
-  for _, payload in ipairs(payloads) do
-    local n = redis.call("HINCRBY", jobkey, "results", 1)
-    redis.call("HSET", jobkey, "result." .. n, payload)
+local function results(id, payloads)
+  local fields = {}
+  for n, payload in ipairs(payloads) do
+    fields[#fields + 1] = "result." .. id .. "." .. n
+    fields[#fields + 1] = payload
   end
+  return fields
 end
+
+local none = {}
 
 local statuses, acked = {}, {}
 for n, message in ipairs(batch) do
@@ -94,20 +103,20 @@ for n, message in ipairs(batch) do
           redis.call("XADD", output, "*", "job", job, "data", payload)
         end
       end
-      touch(jobkey, job, id, elapsed)
-      if fan == 0 then add_results(jobkey, args) end
+      if fan == 0 then touch(jobkey, job, id, elapsed, results(id, args))
+      else touch(jobkey, job, id, elapsed, none) end
       settle(jobkey, job, #args * fan)
     elseif kind == "D" then
-      touch(jobkey, job, id, elapsed)
+      touch(jobkey, job, id, elapsed, none)
       settle(jobkey, job, 0)
     elseif kind == "R" then
       redis.call("ZADD", retry, args[1], args[2])
-      touch(jobkey, job, id, elapsed)
+      touch(jobkey, job, id, elapsed, none)
     elseif kind == "X" then
       redis.call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
         "data", args[1], "error", args[2], "traceback", args[3],
         "attempts", attempt, "trace", trace, "failed_at", now)
-      touch(jobkey, job, id, elapsed)
+      touch(jobkey, job, id, elapsed, none)
       redis.call("HINCRBY", jobkey, "failed", 1)
       redis.call("HSET", jobkey, "error", stage .. ": " .. args[2])
       settle(jobkey, job, 0)
