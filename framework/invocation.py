@@ -71,6 +71,7 @@ class StageFunction:
         self.function = import_function(spec, base_dir, source)
         self.is_async = inspect.iscoroutinefunction(self.function)
         self.model, self.wants_context = self._read_signature(source)
+        self._direct = self.is_async and not self.wants_context and spec.timeout is None
         self.executor: ThreadPoolExecutor | None = None
         if not self.is_async:
             self.executor = ThreadPoolExecutor(
@@ -181,12 +182,22 @@ class StageFunction:
     async def call(self, delivery: Delivery, context: Context | None) -> Outcome:
         """Run the function on one message; every way it can end is an outcome."""
         argument = self._parse(delivery)
-        if isinstance(argument, DeadLetter):
+        if type(argument) is DeadLetter:
             return argument
         try:
-            result = await self._invoke(argument, context)
+            if self._direct:  # async, no ctx, no timeout: call it as it is
+                result = await self.function(argument)
+            else:
+                result = await self._invoke(argument, context)
         except Exception as error:  # user code: any failure is an outcome, never a crash
             return self._failure(error, delivery)
+        if type(result) is dict:  # the common case, without the general path's checks
+            try:
+                data = orjson.dumps(result)
+            except TypeError:
+                return self._emit(result)
+            if len(data) <= self.max_payload:
+                return Emit((data,))
         return self._emit(result)
 
     async def call_batch(

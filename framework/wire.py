@@ -69,22 +69,25 @@ def _text(value: bytes | str) -> str:
 
 def decode_entry(message_id: bytes | str, fields: Fields, deliveries: int = 1) -> Delivery:
     """Read a stream entry; `deliveries` is how often the group has handed it out."""
-    entry_id = _text(message_id)
+    entry_id = message_id.decode() if type(message_id) is bytes else str(message_id)
     data = fields.get(b"data")
     if data is None:
         bare = {_text(key): _text(value) for key, value in fields.items()}
         return Delivery(entry_id, entry_id, orjson.dumps(bare), "", deliveries, deliveries)
     job = fields.get(b"job")
+    if len(fields) == 2 and job is not None:  # job and data only: a fresh message
+        return Delivery(entry_id, job.decode(), data, "", deliveries, deliveries)
     earlier = fields.get(b"attempt")
     target = fields.get(b"for")
+    trace = fields.get(b"trace")
     return Delivery(
-        message_id=entry_id,
-        job=_text(job) if job else entry_id,
-        data=data,
-        trace=_text(fields.get(b"trace", b"")),
-        attempt=(int(earlier) if earlier else 0) + deliveries,
-        deliveries=deliveries,
-        target=_text(target) if target else None,
+        entry_id,
+        job.decode() if job else entry_id,
+        data,
+        trace.decode() if trace else "",
+        (int(earlier) if earlier else 0) + deliveries,
+        deliveries,
+        target.decode() if target else None,
     )
 
 

@@ -32,6 +32,7 @@ from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
 from framework.wire import Delivery, decode_entry, flat_fields, raw_read_entries
 
 log = structlog.get_logger()
+SKIP = Skip()
 
 READ_BLOCK_MS = 500  # how long a read waits for work; also bounds how late a stop is noticed
 MAX_COMMIT = 500  # messages per commit.lua call
@@ -61,7 +62,8 @@ class StageWorker:
         self._held: dict[str, Delivery] = {}
         self._lost: set[str] = set()
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
-        self._outbox: asyncio.Queue[Finished] = asyncio.Queue()
+        self._finished: list[Finished] = []  # the committer's to-do list, in finishing order
+        self._commit_due = asyncio.Event()
         self._room = asyncio.Event()
         self._running = 0
         self._log_info = logging_enabled(logging.INFO)
@@ -236,10 +238,29 @@ class StageWorker:
     # -- runners -----------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        batch = self.stage.batch
+        if self.stage.batch:
+            await self._work_in_batches(self.stage.batch)
+            return
+        # The common path, kept lean: it runs once per message.
+        inbox, finish, call = self._inbox, self._finish, self.function.call
+        stage, context, clock = self.stage.name, self._context, time.perf_counter
+        while True:
+            delivery = await inbox.get()
+            if delivery.target is not None and delivery.target != stage:
+                finish((delivery, SKIP, 0.0))
+                continue
+            self._running += 1
+            started = clock()
+            try:
+                outcome = await call(delivery, context(delivery))
+            finally:
+                self._running -= 1
+            finish((delivery, outcome, clock() - started))
+
+    async def _work_in_batches(self, batch: int) -> None:
         while True:
             taken = [await self._inbox.get()]
-            while batch and len(taken) < batch and not self._inbox.empty():
+            while len(taken) < batch and not self._inbox.empty():
                 taken.append(self._inbox.get_nowait())
             self._running += 1
             try:
@@ -247,20 +268,19 @@ class StageWorker:
             finally:
                 self._running -= 1
 
+    def _finish(self, finished: Finished) -> None:
+        """Hand a finished message to the committer (a list and an event: cheaper than a Queue)."""
+        self._finished.append(finished)
+        self._commit_due.set()
+
     async def _run(self, deliveries: list[Delivery]) -> None:
         mine = []
         for delivery in deliveries:
             if delivery.target is not None and delivery.target != self.stage.name:
-                self._outbox.put_nowait((delivery, Skip(), 0.0))
+                self._finish((delivery, SKIP, 0.0))
             else:
                 mine.append(delivery)
         if not mine:
-            return
-        if self.stage.batch is None:
-            for delivery in mine:
-                started = time.perf_counter()
-                outcome = await self.function.call(delivery, self._context(delivery))
-                self._outbox.put_nowait((delivery, outcome, time.perf_counter() - started))
             return
         # A retried item runs alone: a poison payload must not keep failing its neighbours.
         fresh = [d for d in mine if d.attempt <= 1]
@@ -271,7 +291,7 @@ class StageWorker:
             outcomes = await self.function.call_batch(group, self._batch_context(group))
             elapsed = (time.perf_counter() - started) / len(group)
             for delivery, outcome in zip(group, outcomes, strict=True):
-                self._outbox.put_nowait((delivery, outcome, elapsed))
+                self._finish((delivery, outcome, elapsed))
 
     def _context(self, delivery: Delivery) -> Context | None:
         if not self.function.wants_context:
@@ -294,9 +314,11 @@ class StageWorker:
 
     async def _commit_loop(self) -> None:
         while True:
-            finished = [await self._outbox.get()]
-            while len(finished) < MAX_COMMIT and not self._outbox.empty():
-                finished.append(self._outbox.get_nowait())
+            await self._commit_due.wait()
+            finished = self._finished[:MAX_COMMIT]
+            del self._finished[:MAX_COMMIT]
+            if not self._finished:
+                self._commit_due.clear()
             # Shielded: a commit cut short by shutdown would leave its outcome unknown.
             statuses = await asyncio.shield(
                 retry_forever(
@@ -306,13 +328,23 @@ class StageWorker:
                     self._redis_down,
                 )
             )
-            for (delivery, outcome, elapsed), owned in zip(finished, statuses, strict=True):
-                self._held.pop(delivery.message_id, None)
-                if owned and isinstance(outcome, Emit):
-                    self._gate.note_emitted(len(outcome.payloads))
-                self._log_outcome(delivery, outcome, owned, elapsed)
+            self._settle(finished, statuses)
+
+    def _settle(self, finished: list[Finished], statuses: list[bool]) -> None:
+        """Forget committed messages; log the ones worth a line. Runs once per message."""
+        release, quiet, emitted = self._held.pop, not self._log_info, 0
+        for (delivery, outcome, elapsed), owned in zip(finished, statuses, strict=True):
+            release(delivery.message_id, None)
+            if owned and type(outcome) is Emit:
+                emitted += len(outcome.payloads)
+                if quiet:
+                    continue
+            self._log_outcome(delivery, outcome, owned, elapsed)
+        if emitted:
+            self._gate.note_emitted(emitted)
+        if self._lost:
             self._lost.difference_update(d.message_id for d, _, _ in finished)
-            self._room.set()
+        self._room.set()
 
     def _log_outcome(
         self, delivery: Delivery, outcome: Outcome, owned: bool, elapsed: float

@@ -28,12 +28,14 @@ local input, output, dead, retry, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEY
 local group, consumer, now, stage = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fan, ttl, source, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == "1", ARGV[8]
 local batch = cjson.decode(ARGV[9])
+local call = redis.call
+local none = {}
 local at_field, ms_field = stage .. ".at", stage .. ".ms"
 
 -- Ownership: everything still pending for this consumer, in one query (a worker holds at most
 -- a few reads' worth, so this is small).
 local mine = {}
-for _, entry in ipairs(redis.call("XPENDING", input, group, "-", "+", 1000000, consumer)) do
+for _, entry in ipairs(call("XPENDING", input, group, "-", "+", 1000000, consumer)) do
   mine[entry[1]] = true
 end
 
@@ -41,36 +43,40 @@ end
 -- `result.<message id>`: unique, so no counter is needed); on a source stage also the job's
 -- start: HSET answers how many fields are new, and an existing job hash always has `state`.
 local function touch(jobkey, job, id, elapsed, extra)
+  if not source and extra == none then  -- the common case, without building a table
+    call("HSET", jobkey, at_field, now, ms_field, elapsed)
+    return
+  end
   local fields = {at_field, now, ms_field, elapsed}
   for _, value in ipairs(extra) do fields[#fields + 1] = value end
   if not source then
-    redis.call("HSET", jobkey, unpack(fields))
+    call("HSET", jobkey, unpack(fields))
     return
   end
   fields[#fields + 1] = "state"
   fields[#fields + 1] = "running"
-  local added = redis.call("HSET", jobkey, unpack(fields))
+  local added = call("HSET", jobkey, unpack(fields))
   if added == #fields / 2 then
     -- A bare entry (or a job whose hash expired) has no job hash yet: the job starts here.
     local submitted = now
     if job == id then submitted = string.match(id, "^(%d+)") end
-    redis.call("HSET", jobkey, "outstanding", 1, "submitted", submitted)
-    redis.call("EXPIRE", jobkey, ttl)
+    call("HSET", jobkey, "outstanding", 1, "submitted", submitted)
+    call("EXPIRE", jobkey, ttl)
   end
 end
 
 local function finish(jobkey, job)
   local state = "done"
-  if redis.call("HEXISTS", jobkey, "failed") == 1 then state = "failed" end
-  redis.call("HSET", jobkey, "state", state, "finished", now, "outstanding", 0)
-  redis.call("EXPIRE", jobkey, ttl)
-  redis.call("XADD", done, "*", "job", job, "state", state)
+  if call("HEXISTS", jobkey, "failed") == 1 then state = "failed" end
+  call("HSET", jobkey, "state", state, "finished", now, "outstanding", 0)
+  call("EXPIRE", jobkey, ttl)
+  call("XADD", done, "*", "job", job, "state", state)
 end
 
 -- One message left this stage and `spawned` entered the next stages.
 local function settle(jobkey, job, spawned)
   if spawned == 1 then return end
-  if redis.call("HINCRBY", jobkey, "outstanding", spawned - 1) <= 0 then finish(jobkey, job) end
+  if call("HINCRBY", jobkey, "outstanding", spawned - 1) <= 0 then finish(jobkey, job) end
 end
 
 local function results(id, payloads)
@@ -81,8 +87,6 @@ local function results(id, payloads)
   end
   return fields
 end
-
-local none = {}
 
 local statuses, acked = {}, {}
 for n, message in ipairs(batch) do
@@ -98,9 +102,9 @@ for n, message in ipairs(batch) do
     if kind == "E" then
       for _, payload in ipairs(args) do
         if trace ~= "" then
-          redis.call("XADD", output, "*", "job", job, "data", payload, "trace", trace)
+          call("XADD", output, "*", "job", job, "data", payload, "trace", trace)
         else
-          redis.call("XADD", output, "*", "job", job, "data", payload)
+          call("XADD", output, "*", "job", job, "data", payload)
         end
       end
       if fan == 0 then touch(jobkey, job, id, elapsed, results(id, args))
@@ -110,18 +114,18 @@ for n, message in ipairs(batch) do
       touch(jobkey, job, id, elapsed, none)
       settle(jobkey, job, 0)
     elseif kind == "R" then
-      redis.call("ZADD", retry, args[1], args[2])
+      call("ZADD", retry, args[1], args[2])
       touch(jobkey, job, id, elapsed, none)
     elseif kind == "X" then
-      redis.call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
+      call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
         "data", args[1], "error", args[2], "traceback", args[3],
         "attempts", attempt, "trace", trace, "failed_at", now)
       touch(jobkey, job, id, elapsed, none)
-      redis.call("HINCRBY", jobkey, "failed", 1)
-      redis.call("HSET", jobkey, "error", stage .. ": " .. args[2])
+      call("HINCRBY", jobkey, "failed", 1)
+      call("HSET", jobkey, "error", stage .. ": " .. args[2])
       settle(jobkey, job, 0)
     end
   end
 end
-if #acked > 0 then redis.call("XACK", input, group, unpack(acked)) end
+if #acked > 0 then call("XACK", input, group, unpack(acked)) end
 return statuses
