@@ -74,9 +74,12 @@ class StageFunction:
         self._direct = self.is_async and not self.wants_context and spec.timeout is None
         self.executor: ThreadPoolExecutor | None = None
         if not self.is_async:
-            self.executor = ThreadPoolExecutor(
-                max_workers=spec.concurrency, thread_name_prefix=f"stage-{spec.name}"
-            )
+            self.executor = self._new_executor()
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            max_workers=self.spec.concurrency, thread_name_prefix=f"stage-{self.spec.name}"
+        )
 
     def _read_signature(self, source: str) -> tuple[type[BaseModel] | None, bool]:
         field = f"stages.{self.spec.name}.function"
@@ -147,6 +150,11 @@ class StageFunction:
         try:
             return await asyncio.wait_for(call, self.spec.timeout.total_seconds())
         except TimeoutError:
+            if self.executor is not None:
+                # A thread cannot be stopped: leave it to finish on its own and give the
+                # stage fresh threads, so calls behind it are not timed out while they wait.
+                self.executor.shutdown(wait=False)
+                self.executor = self._new_executor()
             raise StageTimeout(
                 f"stage call ran past its timeout of {format_duration(self.spec.timeout)}"
             ) from None

@@ -103,21 +103,13 @@ async def hand_back(
     consumer: str,
     held: list[Delivery],
     lease: timedelta,
-) -> None:
+) -> int:
     """Make messages we will not run claimable at once, without counting this delivery.
 
-    XCLAIM to ourselves with IDLE = lease makes them due for reclaim now; RETRYCOUNT gives
-    back the delivery that never ran, so a graceful restart does not cost an attempt.
+    One script call (`release.lua`) checks each is still ours, so a message another worker
+    reclaimed meanwhile is never pulled back. Returns how many were handed back.
     """
-    idle = int(lease.total_seconds() * 1000)
+    args: list[Any] = [group, consumer, int(lease.total_seconds() * 1000)]
     for delivery in held:
-        await client.xclaim(
-            stream,
-            group,
-            consumer,
-            0,
-            [delivery.message_id],
-            idle=idle,
-            retrycount=max(delivery.deliveries - 1, 0),
-            justid=True,
-        )
+        args += [delivery.message_id, max(delivery.deliveries - 1, 0)]
+    return int(await scripts.script(scripts.RELEASE)(client, [stream], args))

@@ -138,7 +138,7 @@ class StageWorker:
         if not mine:
             return
         try:
-            await hand_back(
+            released = await hand_back(
                 self.client,
                 self.stage.input_stream,
                 self.stage.name,
@@ -146,7 +146,7 @@ class StageWorker:
                 mine,
                 self.stage.lease,
             )
-            self.log.info("messages_handed_back", count=len(mine))
+            self.log.info("messages_handed_back", count=released)
         except TRANSIENT_ERRORS as error:  # they stay pending; reclaim moves them after the lease
             self.log.warning("hand_back_failed", count=len(mine), error=str(error))
 
