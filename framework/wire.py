@@ -35,14 +35,18 @@ def read_reply(reply: object) -> list[tuple[bytes, Entries]]:
 
 
 def raw_read_entries(reply: object) -> list[tuple[bytes, list[bytes]]]:
-    """Entries of an XREADGROUP reply left unparsed by redis-py (see `connection.raw_reads`):
+    """Entries of an XREADGROUP reply left unparsed by redis-py (`connection.connect_reader`):
     a map of stream to entries under RESP3, a list of [stream, entries] under RESP2; each
     entry is [id, [field, value, ...]]. Skipping redis-py's per-entry dicts is a hot-path win.
     """
     if not reply:
         return []
-    streams = reply.values() if isinstance(reply, dict) else (pair[1] for pair in cast(list[Any], reply))
-    return [(entry[0], entry[1]) for entries in streams for entry in entries if entry[1] is not None]
+    streams = (
+        reply.values() if isinstance(reply, dict) else (pair[1] for pair in cast(list[Any], reply))
+    )
+    return [
+        (entry[0], entry[1]) for entries in streams for entry in entries if entry[1] is not None
+    ]
 
 
 def flat_fields(flat: list[bytes]) -> Fields:

@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from framework import logs
-from framework.cli import check, dead, run, status, submit, worker
+from framework.cli import check, dead, replay, run, serve, status, submit, worker
 from framework.cli.common import Options
 from framework.errors import PipelineError
 
@@ -52,6 +52,8 @@ app.command("worker")(worker.worker)
 app.command("submit")(submit.submit)
 app.command("status")(status.status)
 app.command("check")(check.check)
+app.command("replay")(replay.replay_command)
+app.command("serve")(serve.serve)
 app.add_typer(dead.app, name="dead")
 
 

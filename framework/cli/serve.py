@@ -1,0 +1,51 @@
+"""`pipeline serve [--host H] [--port P]`: the HTTP API and dashboard (framework/api.py) on uvicorn.
+
+Connects to Redis before listening, so an unreachable Redis is one line and exit 1, not a
+server that answers 503 to everything. SIGTERM and Ctrl-C stop it gracefully: uvicorn stops
+accepting, lets requests in flight finish and returns; then the connection is closed (and an
+embedded Redis stopped), and the command exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from framework.api import create_app
+from framework.cli.common import connected, load_pipeline, run
+from framework.cli.worker import STOP_SIGNALS
+from framework.pipeline import Pipeline
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal once it has shut down: that would end
+    the process before `connected()` closes the client and stops an embedded Redis, with 143."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        original = {signum: signal.signal(signum, self.handle_exit) for signum in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in original.items():
+                signal.signal(signum, handler)
+
+
+async def serve_api(pipeline: Pipeline, host: str, port: int) -> None:
+    async with connected(pipeline):
+        config = uvicorn.Config(create_app(pipeline), host=host, port=port, lifespan="off")
+        await GracefulServer(config).serve()
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """HTTP API (submit, job status, wait, stage statistics) and the dashboard at /."""
+    run(serve_api(load_pipeline(ctx), host, port))
