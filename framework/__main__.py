@@ -1,5 +1,5 @@
 """`python -m framework ...` is the `pipeline` command."""
 
-from framework.cli.app import main
+from framework.cli.startup import main
 
 main()

@@ -18,6 +18,7 @@ from typing import Annotated
 import structlog
 import typer
 
+from framework.cli import startup
 from framework.cli.common import UsageProblem, load_pipeline, run
 from framework.durations import parse_duration
 from framework.pipeline import Pipeline
@@ -40,6 +41,8 @@ def install_stop_handlers(stopping: asyncio.Event) -> None:
 
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    if startup.noted:  # stopped while still starting: nothing is held yet, stop at once
+        on_signal(startup.noted[0])
 
 
 async def serve(
