@@ -54,7 +54,7 @@ class StageWorker:
     ) -> None:
         self.pipeline, self.stage, self.client, self.server = pipeline, stage, client, server
         self.function = function
-        self.reader = reader  # its own client: XREADGROUP replies left raw (connection.raw_reads)
+        self.reader = reader  # its own client: XREADGROUP replies left raw (connect_reader)
         self.grace_period = grace_period
         self.consumer = consumer_name()
         self.capacity = 2 * stage.concurrency * (stage.batch or 1)
@@ -219,6 +219,10 @@ class StageWorker:
                 self._accept(decode_entry(message_id, flat_fields(flat)))
 
     def _accept(self, delivery: Delivery) -> None:
+        if delivery.message_id in self._held:
+            # Reclaimed from ourselves (our renewals failed for a lease): it is already here.
+            self._lost.discard(delivery.message_id)
+            return
         self._held[delivery.message_id] = delivery
         self._lost.discard(delivery.message_id)
         self._inbox.put_nowait(delivery)
