@@ -1,4 +1,10 @@
-"""Multi-stage document pipelines on Redis Streams: the public API."""
+"""Multi-stage document pipelines on Redis Streams: the public API.
+
+`Pipeline`, `Context` and `Job` load on first use, so `import framework` (and the `pipeline`
+command's first instructions, which note stop signals) stay quick.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from framework.errors import (
     BacklogFull,
@@ -14,14 +20,33 @@ from framework.errors import (
     WaitTimeout,
 )
 
+if TYPE_CHECKING:
+    from framework.context import Context
+    from framework.jobs import Job
+    from framework.pipeline import Pipeline
+
 __version__ = "0.1.0"
+
+_LAZY = {"Context": "framework.context", "Job": "framework.jobs", "Pipeline": "framework.pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'framework' has no attribute {name!r}")
+
 
 __all__ = [
     "BacklogFull",
     "ConfigError",
+    "Context",
     "Fail",
+    "Job",
     "JobNotFound",
     "PayloadError",
+    "Pipeline",
     "PipelineError",
     "RedisUnavailable",
     "Retry",
