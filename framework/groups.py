@@ -6,10 +6,13 @@ submitted before any worker ever ran (or an entry another application XADDed) is
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from redis.exceptions import ResponseError
 
+from framework import scripts
 from framework.config import PipelineSpec
-from framework.connection import AsyncClient
+from framework.connection import AsyncClient, Server
 
 
 async def ensure_groups(client: AsyncClient, spec: PipelineSpec) -> None:
@@ -26,3 +29,24 @@ async def ensure_groups(client: AsyncClient, spec: PipelineSpec) -> None:
 def is_missing_group(error: ResponseError) -> bool:
     """The group (or its stream) vanished: FLUSHALL, a deleted key, a server without AOF."""
     return "NOGROUP" in str(error)
+
+
+# A consumer idle this long with nothing pending is gone (or idle, and made again on its next
+# read); removing it loses nothing.
+STALE_CONSUMER = timedelta(hours=1)
+
+
+async def retire_consumers(
+    client: AsyncClient, stream: str, group: str, me: str = "", stale: timedelta = STALE_CONSUMER
+) -> int:
+    """Remove `me` if it holds nothing, and other consumers idle past `stale` holding nothing."""
+    idle_ms = int(stale.total_seconds() * 1000)
+    return int(await scripts.script(scripts.RETIRE)(client, [stream], [group, me, idle_ms]))
+
+
+async def announce_consumer(
+    client: AsyncClient, server: Server, stream: str, group: str, me: str
+) -> None:
+    """Make the consumer now (6.2+), so XINFO CONSUMERS shows an idle worker too."""
+    if server.has_autoclaim:  # XGROUP CREATECONSUMER came with 6.2, as XAUTOCLAIM did
+        await client.execute_command("XGROUP", "CREATECONSUMER", stream, group, me)

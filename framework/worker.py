@@ -20,9 +20,21 @@ from redis.exceptions import ResponseError
 from framework.backpressure import Downstream, Gate
 from framework.commits import Finished, commit
 from framework.config import PipelineSpec, StageSpec
-from framework.connection import TRANSIENT_ERRORS, AsyncClient, Server, SyncClient, retry_forever
+from framework.connection import (
+    TRANSIENT_ERRORS,
+    UNREACHABLE,
+    AsyncClient,
+    Server,
+    SyncClient,
+    retry_forever,
+)
 from framework.context import Context
-from framework.groups import ensure_groups, is_missing_group
+from framework.groups import (
+    announce_consumer,
+    ensure_groups,
+    is_missing_group,
+    retire_consumers,
+)
 from framework.invocation import StageFunction
 from framework.keys import consumer_name
 from framework.leases import LeaseKeeper, hand_back, reclaim
@@ -93,6 +105,10 @@ class StageWorker:
         """Work until `stopping` is set, then drain within the grace period and return."""
         self._loop = asyncio.get_running_loop()
         await retry_forever(lambda: ensure_groups(self.client, self.pipeline), self._redis_down)
+        await announce_consumer(
+            self.client, self.server, self.stage.input_stream, self.stage.name, self.consumer
+        )
+        await retire_consumers(self.client, self.stage.input_stream, self.stage.name)
         self._leases.start()
         self.log.info("worker_started", concurrency=self.stage.concurrency, batch=self.stage.batch)
         try:
@@ -110,6 +126,7 @@ class StageWorker:
             await self._release_held()
             self._leases.stop()
             self.function.close()
+            await self._retire()
         self.log.info("worker_stopped")
 
     async def _drain(self) -> None:
@@ -149,6 +166,15 @@ class StageWorker:
             self.log.info("messages_handed_back", count=released)
         except TRANSIENT_ERRORS as error:  # they stay pending; reclaim moves them after the lease
             self.log.warning("hand_back_failed", count=len(mine), error=str(error))
+
+    async def _retire(self) -> None:
+        """Leave XINFO CONSUMERS if we hold nothing (and tidy consumers long gone)."""
+        try:
+            await retire_consumers(
+                self.client, self.stage.input_stream, self.stage.name, self.consumer
+            )
+        except UNREACHABLE as error:  # harmless: a later stop tidies it
+            self.log.warning("retire_failed", error=str(error))
 
     def _redis_down(self, error: BaseException, delay: float) -> None:
         self.log.warning("redis_unavailable", error=str(error), retry_in_s=round(delay, 2))
