@@ -27,11 +27,6 @@ def _message(
     """One message as commit.lua reads it: [id, job, kind, trace, attempt, elapsed_ms, args]."""
     kind: str
     extra: list[Any]
-    if type(outcome) is Emit:  # the common case first
-        return [
-            delivery.message_id, delivery.job, "E", delivery.trace, delivery.attempt,
-            int(elapsed * 1000), [payload.decode() for payload in outcome.payloads],
-        ]  # fmt: skip
     if isinstance(outcome, Emit):
         kind, extra = "E", [payload.decode() for payload in outcome.payloads]
     elif isinstance(outcome, Drop):

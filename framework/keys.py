@@ -49,14 +49,6 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
-    @property
-    def job_pattern(self) -> str:
-        return f"{self.prefix}:job:*"
-
-    @property
-    def all_pattern(self) -> str:
-        return f"{self.prefix}:*"
-
 
 def group_name(stage: str) -> str:
     """A stage's consumer group is named after the stage."""

@@ -64,7 +64,6 @@ class Delivery:
     attempt: int
     deliveries: int = 1  # of this entry to this group; a handed-back message gives one back
     target: str | None = None  # set on retries: the only stage that should run it
-    started: float = 0.0  # monotonic time the stage call began, for timings
 
 
 def _text(value: bytes | str) -> str:

@@ -77,7 +77,6 @@ class StageWorker:
         self._finished: list[Finished] = []  # the committer's to-do list, in finishing order
         self._commit_due = asyncio.Event()
         self._room = asyncio.Event()
-        self._running = 0
         self._log_info = logging_enabled(logging.INFO)
         self._leases = LeaseKeeper(
             lease_client,
@@ -279,12 +278,8 @@ class StageWorker:
             if delivery.target is not None and delivery.target != stage:
                 finish((delivery, SKIP, 0.0))
                 continue
-            self._running += 1
             started = clock()
-            try:
-                outcome = await call(delivery, context(delivery))
-            finally:
-                self._running -= 1
+            outcome = await call(delivery, context(delivery))
             finish((delivery, outcome, clock() - started))
 
     async def _work_in_batches(self, batch: int) -> None:
@@ -292,11 +287,7 @@ class StageWorker:
             taken = [await self._inbox.get()]
             while len(taken) < batch and not self._inbox.empty():
                 taken.append(self._inbox.get_nowait())
-            self._running += 1
-            try:
-                await self._run(taken)
-            finally:
-                self._running -= 1
+            await self._run(taken)
 
     def _finish(self, finished: Finished) -> None:
         """Hand a finished message to the committer (a list and an event: cheaper than a Queue)."""
