@@ -65,6 +65,11 @@ def _message(
     ]
 
 
+def _order(message_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = message_id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
 async def commit(
     client: AsyncClient,
     pipeline: PipelineSpec,
@@ -76,6 +81,7 @@ async def commit(
     keys = pipeline.keys
     now_ms = int(time.time() * 1000)
     script_keys = [stage.input_stream, stage.output_stream, keys.dead, keys.retry, keys.done]
+    ids = [delivery.message_id for delivery, _, _ in finished]
     batch = [_message(stage, d, outcome, elapsed, now_ms) for d, outcome, elapsed in finished]
     args: list[Any] = [
         stage.name,
@@ -86,6 +92,8 @@ async def commit(
         max(int(pipeline.result_ttl.total_seconds()), 1),
         1 if stage.source else 0,
         keys.job(""),
+        min(ids, key=_order),
+        max(ids, key=_order),
         orjson.dumps(batch),
     ]
     statuses = await scripts.script(scripts.COMMIT)(client, script_keys, args)

@@ -53,6 +53,15 @@ def flat_fields(flat: list[bytes]) -> Fields:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def decode_flat_entry(message_id: bytes, flat: list[bytes]) -> Delivery:
+    """`decode_entry` for an entry as XREADGROUP sends it, [field, value, ...]: the common
+    fresh message (job and data, in the order the engine writes them) without a dict."""
+    if len(flat) == 4 and flat[0] == b"job" and flat[2] == b"data":
+        entry_id = message_id.decode()
+        return Delivery(entry_id, flat[1].decode(), flat[3], "", 1, 1)
+    return decode_entry(message_id, flat_fields(flat))
+
+
 @dataclass(slots=True)
 class Delivery:
     """One message handed to this worker: what was read, and which run of it this is."""

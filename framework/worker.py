@@ -41,7 +41,7 @@ from framework.leases import LeaseKeeper, hand_back, reclaim
 from framework.logs import logging_enabled
 from framework.maintenance import Housekeeper
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
-from framework.wire import Delivery, decode_entry, flat_fields, raw_read_entries
+from framework.wire import Delivery, decode_flat_entry, raw_read_entries
 
 log = structlog.get_logger()
 SKIP = Skip()
@@ -241,7 +241,7 @@ class StageWorker:
                 )
                 continue
             for message_id, flat in raw_read_entries(reply):
-                self._accept(decode_entry(message_id, flat_fields(flat)))
+                self._accept(decode_flat_entry(message_id, flat))
 
     def _accept(self, delivery: Delivery) -> None:
         if delivery.message_id in self._held:

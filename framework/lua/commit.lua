@@ -18,7 +18,8 @@
 -- ARGV[2]  consumer                ARGV[6]  result_ttl in seconds
 -- ARGV[3]  now in ms               ARGV[7]  "1" when the input is a source (jobs may be new)
 -- ARGV[4]  stage name              ARGV[8]  job key prefix, {name}:job:
--- ARGV[9]  the batch, JSON: [[id, job, kind, trace, attempt, elapsed_ms, [args...]], ...]
+-- ARGV[9], ARGV[10]  the lowest and highest message id of the batch (for the ownership query)
+-- ARGV[11] the batch, JSON: [[id, job, kind, trace, attempt, elapsed_ms, [args...]], ...]
 --   kind E (emit): args are the output payloads     kind D (drop): no args
 --   kind R (retry): due_ms, zset member            kind X (dead): data, error, traceback
 --   kind S (skip: a retry meant for another stage): no args, no job accounting
@@ -27,15 +28,15 @@
 local input, output, dead, retry, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, now, stage = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fan, ttl, source, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == "1", ARGV[8]
-local batch = cjson.decode(ARGV[9])
+local batch = cjson.decode(ARGV[11])
 local call = redis.call
 local none = {}
 local at_field, ms_field = stage .. ".at", stage .. ".ms"
 
--- Ownership: everything still pending for this consumer, in one query (a worker holds at most
--- a few reads' worth, so this is small).
+-- Ownership: what is still pending for this consumer in the batch's span of ids, in one query
+-- (a worker may hold many more messages than it commits at once: the span keeps this small).
 local mine = {}
-for _, entry in ipairs(call("XPENDING", input, group, "-", "+", 1000000, consumer)) do
+for _, entry in ipairs(call("XPENDING", input, group, ARGV[9], ARGV[10], 1000000, consumer)) do
   mine[entry[1]] = true
 end
 
