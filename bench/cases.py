@@ -1,0 +1,391 @@
+"""The benchmark cases of the performance issue, each a function from a Redis URL to table rows.
+
+Every ratio is framework / baseline, where the baseline is the hand-written loop measured in
+the same run or the ideal the workload allows (calls/s a fixed wait permits). Where a case is
+repeated, the figure is the median of the repetitions.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from harness import (
+    LIVE,
+    STAGES,
+    Arrivals,
+    Framework,
+    HandLoop,
+    System,
+    noop_stages,
+    prefill,
+    rss_bytes,
+    wait_for,
+)
+
+
+@dataclass
+class Row:
+    case: str
+    framework: str
+    baseline: str
+    ratio: float
+    target: str
+    met: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    url: str
+    workdir: Path
+    repeat: int = 3
+    jobs: int = 12_000
+    concurrency: int = 100
+    latency_jobs: int = 100
+    memory_jobs: int = 100_000
+
+
+def _client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.url)
+
+
+def _ready(system: System, client: redis.Redis) -> None:
+    client.flushall()
+    system.start()
+    LIVE.append(system)
+    system.warm_up(client)
+    if isinstance(system, Framework):  # every process connected, not just the first per stage
+        wait_for(lambda: _consumers(client, system) >= len(system.workers), 60, 0.05)
+
+
+def _consumers(client: redis.Redis, system: Framework) -> int:
+    """Consumers announced on every stage's group (each worker announces itself at start)."""
+    names, total = list(system.stages), 0
+    for index, stage in enumerate(names):
+        stream = system.input if index == 0 else f"{system.prefix}:{names[index - 1]}"
+        for group in client.xinfo_groups(stream):
+            if group["name"].decode() == stage:
+                total += int(group["consumers"])
+    return total
+
+
+def _drain(system: System, client: redis.Redis, jobs: int) -> float:
+    """Jobs/s for N jobs added at once to a warmed-up system."""
+    done_before = system.finished(client)
+    started = time.perf_counter()
+    prefill(client, system.input, jobs)
+    wait_for(lambda: system.finished(client) >= done_before + jobs, 600)
+    return jobs / (time.perf_counter() - started)
+
+
+def _measure_rate(system: System, settings: Settings, jobs: int) -> float:
+    client = _client(settings)
+    _ready(system, client)
+    try:
+        return _drain(system, client, jobs)
+    finally:
+        system.stop()
+
+
+# -- 1. throughput ---------------------------------------------------------------------------
+
+
+def throughput(settings: Settings) -> tuple[list[Row], float]:
+    stages = noop_stages(settings.concurrency)
+    framework = Framework("bench", settings.url, settings.workdir, stages)
+    hand = HandLoop("hand", settings.url, settings.workdir)
+    rates: dict[str, list[float]] = {"framework": [], "hand": []}
+    for _ in range(settings.repeat):  # interleaved: drift on a shared machine hits both alike
+        rates["framework"].append(_measure_rate(framework, settings, settings.jobs))
+        rates["hand"].append(_measure_rate(hand, settings, settings.jobs))
+    fw, hd = statistics.median(rates["framework"]), statistics.median(rates["hand"])
+    pairs = [f / h for f, h in zip(rates["framework"], rates["hand"], strict=True)]
+    row = Row(
+        "1 throughput, 4 no-op stages (jobs/s)",
+        f"{fw:,.0f}",
+        f"{hd:,.0f}",
+        fw / hd,
+        ">= 1.0",
+        fw / hd >= 1.0,
+        {"runs": rates, "pairwise_ratios": pairs, "jobs": settings.jobs},
+    )
+    return [row], fw
+
+
+# -- 2. latency ------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _latencies(system: System, settings: Settings, jobs: int, rate: float | None) -> list[float]:
+    """Seconds from XADD to arrival at the end: one job at a time (rate None), or at a rate."""
+    client = _client(settings)
+    _ready(system, client)
+    arrivals = Arrivals(system)
+    arrivals.start()
+    sent: dict[str, float] = {}
+    try:
+        time.sleep(0.1)  # the reader is blocked on the end stream
+        due = time.perf_counter()
+        for number in range(jobs):
+            moment = time.perf_counter()
+            entry = client.xadd(system.input, {"data": f'{{"n": {number}}}'}).decode()
+            key = Arrivals.key_of(system, number, entry)
+            sent[key] = moment
+            if rate is None:
+                arrivals.wait(key, 30)
+                time.sleep(0.01)  # idle workers: each job finds them waiting
+            else:
+                due += 1 / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+        wait_for(lambda: len(arrivals.arrived) >= jobs, 60)
+        return [arrivals.arrived[key] - moment for key, moment in sent.items()]
+    finally:
+        arrivals.stopping = True
+        system.stop()
+
+
+def latency(settings: Settings, max_rate: float) -> list[Row]:
+    stages = noop_stages(settings.concurrency)
+    framework = Framework("bench", settings.url, settings.workdir, stages)
+    hand = HandLoop("hand", settings.url, settings.workdir)
+    rows = []
+    moderate = max_rate / 2
+    for label, rate, jobs, limits in (
+        ("one at a time", None, settings.latency_jobs, {"p50": 1.5, "p99": 1.5}),
+        (f"at {moderate:,.0f}/s", moderate, int(moderate * 1.5), {"p99": 2.0}),
+    ):
+        figures: dict[str, dict[str, list[float]]] = {
+            "framework": {"p50": [], "p99": []},
+            "hand": {"p50": [], "p99": []},
+        }
+        for _ in range(settings.repeat):
+            for name, system in (("framework", framework), ("hand", hand)):
+                seconds = _latencies(system, settings, jobs, rate)
+                figures[name]["p50"].append(_percentile(seconds, 0.5) * 1000)
+                figures[name]["p99"].append(_percentile(seconds, 0.99) * 1000)
+        for quantile, limit in limits.items():
+            fw = statistics.median(figures["framework"][quantile])
+            hd = statistics.median(figures["hand"][quantile])
+            rows.append(
+                Row(
+                    f"2 latency {quantile}, {label} (ms)",
+                    f"{fw:.2f}",
+                    f"{hd:.2f}",
+                    fw / hd,
+                    f"<= {limit}",
+                    fw / hd <= limit,
+                    {"runs": figures, "jobs": jobs, "rate": rate},
+                )
+            )
+    return rows
+
+
+# -- 3. I/O-bound stages ---------------------------------------------------------------------
+
+ASYNC_WAIT = """import asyncio
+
+
+async def wait(doc):
+    await asyncio.sleep(0.1)
+    return doc
+"""
+
+SYNC_WAIT = """import time
+
+
+def wait(doc):
+    time.sleep(0.1)
+    return doc
+"""
+
+
+def _one_stage(
+    name: str, settings: Settings, code: str, options: dict[str, object], workers: int = 1
+) -> Framework:
+    stages = {"work": {"function": "bench_stages:wait", **options}}
+    return Framework(name, settings.url, settings.workdir, stages, code, ["work"] * workers)
+
+
+def io_bound(settings: Settings) -> list[Row]:
+    rows = []
+    for label, code, concurrency, seconds in (
+        ("async, concurrency: 500", ASYNC_WAIT, 500, 2.5),
+        ("sync, concurrency: 32", SYNC_WAIT, 32, 2.5),
+    ):
+        ideal = concurrency / 0.1
+        jobs = int(ideal * seconds)
+        system = _one_stage("io", settings, code, {"concurrency": concurrency})
+        rates = [_measure_rate(system, settings, jobs) for _ in range(settings.repeat)]
+        rate = statistics.median(rates)
+        rows.append(
+            Row(
+                f"3 100 ms I/O calls, {label} (calls/s)",
+                f"{rate:,.0f}",
+                f"{ideal:,.0f} ideal",
+                rate / ideal,
+                ">= 0.9",
+                rate / ideal >= 0.9,
+                {"runs": rates, "jobs": jobs},
+            )
+        )
+    return rows
+
+
+# -- 4. batches ------------------------------------------------------------------------------
+
+BATCH_CALL = """import time
+
+
+def wait(docs):
+    time.sleep(0.020 + 0.0001 * len(docs))
+    return docs
+"""
+
+
+def batching(settings: Settings) -> list[Row]:
+    ideal = 32 / (0.020 + 0.0001 * 32)
+    jobs = int(ideal * 2.5)
+    system = _one_stage("batch", settings, BATCH_CALL, {"batch": 32, "concurrency": 1})
+    rates = [_measure_rate(system, settings, jobs) for _ in range(settings.repeat)]
+    rate = statistics.median(rates)
+    return [
+        Row(
+            "4 batch: 32, 20 ms + 0.1 ms/item (items/s)",
+            f"{rate:,.0f}",
+            f"{ideal:,.0f} ideal",
+            rate / ideal,
+            ">= 0.9",
+            rate / ideal >= 0.9,
+            {"runs": rates, "jobs": jobs},
+        )
+    ]
+
+
+# -- 5. memory -------------------------------------------------------------------------------
+
+RESULT_TTL_S = 3  # job hashes expire this long after their job ends: part of the steady state
+
+
+def memory(settings: Settings) -> list[Row]:
+    """N jobs through 4 stages with retention max_len 10000, fed so that at most 5,000 are in
+    flight; Redis used_memory and worker RSS sampled twice a second. Warm-up is the first half
+    of the jobs (retention and result_ttl are both in force well before it ends); growth is
+    the trend after it, median of the last third of the samples over the first third."""
+    top = f"retention:\n  max_len: 10000\nresult_ttl: {RESULT_TTL_S}s"
+    system = Framework(
+        "memory", settings.url, settings.workdir, noop_stages(settings.concurrency), top=top
+    )
+    client = _client(settings)
+    _ready(system, client)
+    samples: list[tuple[int, int, list[int]]] = []  # finished, used_memory, worker RSS
+    jobs, added, next_sample = settings.memory_jobs, 0, 0.0
+    try:
+        while True:
+            finished = system.finished(client) - 1  # the warm-up job
+            if time.monotonic() >= next_sample:
+                used = int(client.info("memory")["used_memory"])
+                samples.append((finished, used, [rss_bytes(p.pid) for p in system.processes]))
+                next_sample = time.monotonic() + 0.5
+            if finished >= jobs:
+                break
+            if added < jobs and added - finished < 5000:
+                batch = min(1000, jobs - added)
+                prefill(client, system.input, batch, start=added)
+                added += batch
+            else:
+                time.sleep(0.005)
+        per_entry = _bytes_per_entry(client, system)
+    finally:
+        system.stop()
+    steady = [s for s in samples if s[0] >= 0.5 * jobs]
+    used_growth = _trend([s[1] for s in steady])
+    rss_growth = max(_trend([s[2][i] for s in steady]) for i in range(len(steady[0][2])))
+    detail = {
+        "jobs": jobs,
+        "result_ttl_s": RESULT_TTL_S,
+        "bytes_per_retained_entry": per_entry,
+        "samples": [{"finished": f, "used_memory": u, "worker_rss": r} for f, u, r in samples],
+    }
+    return [
+        Row(
+            f"5 Redis used_memory growth, {jobs:,} jobs",
+            f"{used_growth * 100:+.1f}%",
+            f"{statistics.median(s[1] for s in steady) / 2**20:.1f} MiB",
+            1 + used_growth,
+            "0.90-1.10",
+            abs(used_growth) <= 0.10,
+            detail,
+        ),
+        Row(
+            "5 worker RSS growth (largest of 4)",
+            f"{rss_growth * 100:+.1f}%",
+            f"{max(max(s[2]) for s in steady) / 2**20:.0f} MiB",
+            1 + rss_growth,
+            "0.90-1.10",
+            abs(rss_growth) <= 0.10,
+            {"bytes_per_retained_entry": per_entry},
+        ),
+    ]
+
+
+def _trend(values: list[int]) -> float:
+    """Growth from the first to the last third of the samples (medians of each): robust to the
+    saw-tooth that trimming draws (streams grow by up to a second of traffic, then are cut)."""
+    third = max(len(values) // 3, 1)
+    return statistics.median(values[-third:]) / statistics.median(values[:third]) - 1
+
+
+def _bytes_per_entry(client: redis.Redis, system: Framework) -> float:
+    used = entries = 0
+    for stage in STAGES:
+        key = f"{system.prefix}:{stage}"
+        used += int(client.memory_usage(key, samples=0) or 0)
+        entries += int(client.xlen(key))
+    return used / max(entries, 1)
+
+
+# -- 6. scaling ------------------------------------------------------------------------------
+
+SCALE_WAIT = """import asyncio
+
+
+async def wait(doc):
+    await asyncio.sleep(0.05)
+    return doc
+"""
+
+
+def scaling(settings: Settings) -> list[Row]:
+    """1, 2 and 4 processes of one I/O-bound stage (50 ms calls, concurrency 50 each)."""
+    per_process = 50 / 0.05
+    rates: dict[int, list[float]] = {1: [], 2: [], 4: []}
+    for _ in range(settings.repeat):
+        for workers in rates:
+            system = _one_stage("scale", settings, SCALE_WAIT, {"concurrency": 50}, workers)
+            jobs = int(per_process * workers * 1.5)
+            rates[workers].append(_measure_rate(system, settings, jobs))
+    base = statistics.median(rates[1])
+    rows = []
+    for workers in (2, 4):
+        rate = statistics.median(rates[workers])
+        rows.append(
+            Row(
+                f"6 I/O-bound stage, {workers} workers vs 1 (calls/s)",
+                f"{rate:,.0f}",
+                f"{base:,.0f} x {workers}",
+                rate / base / workers,
+                ">= 0.9",
+                rate / base / workers >= 0.9,
+                {"runs": {str(k): v for k, v in rates.items()}, "ideal_per_process": per_process},
+            )
+        )
+    return rows

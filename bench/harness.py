@@ -1,0 +1,260 @@
+"""What every benchmark case needs: a redis-server of its own, stage processes of the framework
+or of the hand-written loop, ways to feed them and to see work come out, and process figures.
+
+Only the standard library, redis-py and the project itself: the point is that anyone can rerun
+it on a fresh clone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("extract", "analyze", "summarize", "embed")
+NOOP = "async def noop(doc):\n    return doc\n"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server from PATH with no persistence: what is measured is the pipeline."""
+    port = free_port()
+    binary = shutil.which("redis-server", path="/usr/local/bin:/usr/bin:/bin") or "redis-server"
+    process = subprocess.Popen(
+        [
+            *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)),
+            *("--save", "", "--appendonly", "no", "--logfile", "redis.log"),
+        ],
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: _answers(client), 10)
+    return process, url
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def machine(url: str) -> dict[str, object]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "redis": redis.Redis.from_url(url).info("server")["redis_version"],
+        "platform": platform.platform(),
+    }
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.005) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        for system in LIVE:
+            system.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark run did not finish in time")
+        time.sleep(interval)
+
+
+def prefill(client: redis.Redis, stream: str, jobs: int, start: int = 0) -> None:
+    """N bare entries (`data` only), as any Redis client would add them."""
+    pipe = client.pipeline(transaction=False)
+    for n in range(start, start + jobs):
+        pipe.xadd(stream, {"data": json.dumps({"n": n})})
+        if n % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+LIVE: list[System] = []  # systems whose processes are running: a crash ends the wait at once
+
+
+class System:
+    """One side of a comparison: how to start its stage processes and where work ends."""
+
+    def __init__(self, name: str, url: str, workdir: Path) -> None:
+        self.name, self.url, self.workdir = name, url, workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.prefix = "{" + name + "}"
+
+    @property
+    def input(self) -> str:
+        return f"{self.prefix}:input"
+
+    @property
+    def end(self) -> str:
+        """The stream a finished job shows up on."""
+        raise NotImplementedError
+
+    def finished(self, client: redis.Redis) -> int:
+        """Jobs out so far (trimming included: counts every entry ever added)."""
+        info = client.xinfo_stream(self.end)
+        added = info.get("entries-added")
+        return int(added if added is not None else info["length"])
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self in LIVE:
+            LIVE.remove(self)
+        for process in self.processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            process.wait(60)
+        self.processes = []
+
+    def warm_up(self, client: redis.Redis) -> None:
+        """One job end to end: every process is up and connected before the clock starts."""
+        client.xadd(self.input, {"data": json.dumps({"n": -1})})
+        wait_for(lambda: client.exists(self.end) == 1 and self.finished(client) >= 1, 60)
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} exited with {process.returncode}")
+
+
+class Framework(System):
+    """A pipeline.yaml and a stage module written to a folder, one `pipeline worker` each."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        workdir: Path,
+        stages: dict[str, dict[str, object]],
+        code: str = NOOP,
+        workers: list[str] | None = None,
+        top: str = "",
+    ) -> None:
+        super().__init__(name, url, workdir)
+        self.stages, self.code, self.top = stages, code, top
+        self.workers = workers if workers is not None else list(stages)
+
+    @property
+    def end(self) -> str:
+        return f"{self.prefix}:done"
+
+    def start(self) -> None:
+        folder = self.workdir / self.name
+        folder.mkdir(exist_ok=True)
+        (folder / "bench_stages.py").write_text(self.code)
+        lines = [f"name: {self.name}", "redis:", "  url: ${REDIS_URL}", self.top, "stages:"]
+        for stage, options in self.stages.items():
+            lines.append(f"  {stage}:")
+            lines.extend(f"    {key}: {value}" for key, value in options.items())
+        (folder / "pipeline.yaml").write_text("\n".join(line for line in lines if line) + "\n")
+        env = {**os.environ, "REDIS_URL": self.url, "PIPELINE_LOG_LEVEL": "warning"}
+        command = [sys.executable, "-m", "framework", "-f", str(folder / "pipeline.yaml")]
+        self.processes = [
+            subprocess.Popen([*command, "worker", stage], env=env, cwd=ROOT)
+            for stage in self.workers
+        ]
+
+
+def noop_stages(concurrency: int) -> dict[str, dict[str, object]]:
+    return {
+        stage: {"function": "bench_stages:noop", "concurrency": concurrency} for stage in STAGES
+    }
+
+
+class HandLoop(System):
+    """`handloop.py` once per stage, each reading the stream before it."""
+
+    @property
+    def end(self) -> str:
+        return f"{self.prefix}:{STAGES[-1]}"
+
+    def stream_before(self, stage: str) -> str:
+        index = STAGES.index(stage)
+        return self.input if index == 0 else f"{self.prefix}:{STAGES[index - 1]}"
+
+    def start(self) -> None:
+        script = str(ROOT / "bench" / "handloop.py")
+        self.processes = [
+            subprocess.Popen(
+                [
+                    *(sys.executable, script, self.url, self.stream_before(stage)),
+                    *(f"{self.prefix}:{stage}", stage),
+                ]
+            )
+            for stage in STAGES
+        ]
+
+
+class Arrivals(threading.Thread):
+    """Notes when each job reaches the end of a system (XREAD BLOCK on its end stream).
+
+    Jobs are keyed as `key_of` says: the framework's done stream names the job (its entry id
+    on the input stream), the hand loop carries the payload `{"n": N}` through.
+    """
+
+    def __init__(self, system: System) -> None:
+        super().__init__(daemon=True)
+        self.system = system
+        self.arrived: dict[str, float] = {}
+        self.changed = threading.Condition()
+        self.stopping = False
+
+    @staticmethod
+    def key_of(system: System, number: int, entry_id: str) -> str:
+        return entry_id if isinstance(system, Framework) else str(number)
+
+    def run(self) -> None:
+        client = redis.Redis.from_url(self.system.url)
+        position = "$"
+        while not self.stopping:
+            try:
+                reply = client.xread({self.system.end: position}, block=200)
+            except redis.ConnectionError:
+                return  # the run is over and the server gone
+            now = time.perf_counter()
+            for _name, entries in reply or ():
+                for entry_id, fields in entries:
+                    position = entry_id
+                    if b"job" in fields:
+                        key = fields[b"job"].decode()
+                    else:
+                        key = str(json.loads(fields[b"data"])["n"])
+                    with self.changed:
+                        self.arrived[key] = now
+                        self.changed.notify_all()
+
+    def wait(self, key: str, timeout: float) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: key in self.arrived, timeout)
