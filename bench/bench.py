@@ -4,7 +4,7 @@ Starts its own redis-server, runs every case of `cases.py`, prints one table (ca
 hand loop or ideal, ratio, target, met?) and writes it as JSON with the machine. Quick by
 default (about 3 minutes on 2 cores); `--full` runs the memory case with 1,000,000 jobs.
 
-    python bench/bench.py [--full] [--repeat 3] [--jobs 12000] [--only throughput,memory]
+    python bench/bench.py [--full] [--repeat 3] [--jobs 10000] [--only throughput,memory]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="memory case with 1,000,000 jobs")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions per case (median)")
-    parser.add_argument("--jobs", type=int, default=12_000, help="jobs per throughput run")
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per throughput run")
     parser.add_argument("--concurrency", type=int, default=100, help="of each no-op stage")
     parser.add_argument("--memory-jobs", type=int, help="jobs in the memory case")
     parser.add_argument("--only", default=",".join(CASES), help=f"some of {','.join(CASES)}")

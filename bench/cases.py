@@ -44,7 +44,7 @@ class Settings:
     url: str
     workdir: Path
     repeat: int = 3
-    jobs: int = 12_000
+    jobs: int = 10_000
     concurrency: int = 100
     latency_jobs: int = 100
     memory_jobs: int = 100_000
