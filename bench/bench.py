@@ -39,7 +39,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    memory_jobs = options.memory_jobs or (1_000_000 if options.full else 100_000)
+    memory_jobs = options.memory_jobs or (cases.FULL_MEMORY_JOBS if options.full else 100_000)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         server, url = start_redis(Path(tmp))
@@ -99,15 +99,19 @@ def print_table(
         f"Redis {info['redis']}; medians of {repeat} runs; {elapsed:.0f} s"
     )
     header = (
-        f"{'case':46} {'framework':>10} {'hand loop/ideal':>16} {'ratio':>6} {'target':>7}  met"
+        f"{'case':46} {'framework':>10} {'hand loop/ideal':>16} {'ratio':>6} {'target':>8}  met"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
             f"{row.case:46} {row.framework:>10} {row.baseline:>16} {row.ratio:>6.2f} "
-            f"{row.target:>7}  {'yes' if row.met else 'NO'}"
+            f"{row.target:>8}  {_verdict(row.met)}"
         )
+
+
+def _verdict(met: bool) -> str:
+    return "yes" if met else "NO"
 
 
 if __name__ == "__main__":

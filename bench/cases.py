@@ -46,7 +46,7 @@ class Settings:
     repeat: int = 3
     jobs: int = 10_000
     concurrency: int = 100
-    latency_jobs: int = 100
+    latency_jobs: int = 200
     memory_jobs: int = 100_000
 
 
@@ -272,14 +272,20 @@ def batching(settings: Settings) -> list[Row]:
 
 # -- 5. memory -------------------------------------------------------------------------------
 
+FULL_MEMORY_JOBS = 1_000_000
+# Jobs/s fed in the memory case: steady, and below what a slow moment of a 2-core machine
+# sustains, so that what stays in Redis (streams to retention, job hashes for result_ttl)
+# does not rise and fall with the machine's speed.
+MEMORY_RATE = 3_000
 RESULT_TTL_S = 3  # job hashes expire this long after their job ends: part of the steady state
 
 
 def memory(settings: Settings) -> list[Row]:
-    """N jobs through 4 stages with retention max_len 10000, fed so that at most 5,000 are in
-    flight; Redis used_memory and worker RSS sampled twice a second. Warm-up is the first half
-    of the jobs (retention and result_ttl are both in force well before it ends); growth is
-    the trend after it, median of the last third of the samples over the first third."""
+    """N jobs through 4 stages with retention max_len 10000, fed at MEMORY_RATE jobs/s (at
+    most 5,000 in flight); Redis used_memory and worker RSS sampled ten times a second.
+    Warm-up is the first half of the jobs (retention and result_ttl are both in force well
+    before it ends); growth is the median of the last third of the samples after it over the
+    median of the first third."""
     top = f"retention:\n  max_len: 10000\nresult_ttl: {RESULT_TTL_S}s"
     system = Framework(
         "memory", settings.url, settings.workdir, noop_stages(settings.concurrency), top=top
@@ -288,17 +294,20 @@ def memory(settings: Settings) -> list[Row]:
     _ready(system, client)
     samples: list[tuple[int, int, list[int]]] = []  # finished, used_memory, worker RSS
     jobs, added, next_sample = settings.memory_jobs, 0, 0.0
+    started = time.monotonic()
     try:
         while True:
             finished = system.finished(client) - 1  # the warm-up job
-            if time.monotonic() >= next_sample:
+            now = time.monotonic()
+            if now >= next_sample:
                 used = int(client.info("memory")["used_memory"])
                 samples.append((finished, used, [rss_bytes(p.pid) for p in system.processes]))
-                next_sample = time.monotonic() + 0.5
+                next_sample = now + 0.1
             if finished >= jobs:
                 break
-            if added < jobs and added - finished < 5000:
-                batch = min(1000, jobs - added)
+            due = min(jobs, int((now - started) * MEMORY_RATE))  # a steady flow, not bursts
+            if added < due and added - finished < 5000:
+                batch = min(1000, due - added)
                 prefill(client, system.input, batch, start=added)
                 added += batch
             else:
@@ -309,20 +318,22 @@ def memory(settings: Settings) -> list[Row]:
     steady = [s for s in samples if s[0] >= 0.5 * jobs]
     used_growth = _trend([s[1] for s in steady])
     rss_growth = max(_trend([s[2][i] for s in steady]) for i in range(len(steady[0][2])))
+    used = [s[1] for s in steady]
     detail = {
         "jobs": jobs,
         "result_ttl_s": RESULT_TTL_S,
         "bytes_per_retained_entry": per_entry,
+        "used_memory_band": [min(used), max(used)],
         "samples": [{"finished": f, "used_memory": u, "worker_rss": r} for f, u, r in samples],
     }
     return [
         Row(
             f"5 Redis used_memory growth, {jobs:,} jobs",
             f"{used_growth * 100:+.1f}%",
-            f"{statistics.median(s[1] for s in steady) / 2**20:.1f} MiB",
+            f"{min(used) / 2**20:.0f}-{max(used) / 2**20:.0f} MiB",
             1 + used_growth,
-            "0.90-1.10",
-            abs(used_growth) <= 0.10,
+            "<= +10%",
+            used_growth <= 0.10,
             detail,
         ),
         Row(
@@ -330,16 +341,17 @@ def memory(settings: Settings) -> list[Row]:
             f"{rss_growth * 100:+.1f}%",
             f"{max(max(s[2]) for s in steady) / 2**20:.0f} MiB",
             1 + rss_growth,
-            "0.90-1.10",
-            abs(rss_growth) <= 0.10,
+            "<= +10%",
+            rss_growth <= 0.10,
             {"bytes_per_retained_entry": per_entry},
         ),
     ]
 
 
 def _trend(values: list[int]) -> float:
-    """Growth from the first to the last third of the samples (medians of each): robust to the
-    saw-tooth that trimming draws (streams grow by up to a second of traffic, then are cut)."""
+    """Growth from the first third of the samples to the last, median to median: a leak shows
+    as a rise, while a moment's backlog on a busy machine (more entries held until they are
+    processed, as trimming never cuts unprocessed work) moves no median."""
     third = max(len(values) // 3, 1)
     return statistics.median(values[-third:]) / statistics.median(values[:third]) - 1
 

@@ -73,6 +73,7 @@ class StageWorker:
         self.log = log.bind(pipeline=pipeline.name, stage=stage.name, consumer=self.consumer)
         self._held: dict[str, Delivery] = {}
         self._lost: set[str] = set()
+        self._committing: set[str] = set()  # in a commit.lua call right now
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._finished: list[Finished] = []  # the committer's to-do list, in finishing order
         self._commit_due = asyncio.Event()
@@ -259,8 +260,11 @@ class StageWorker:
             self._loop.call_soon_threadsafe(self._on_lost, still_held)
 
     def _on_lost(self, ids: list[str]) -> None:
+        # A renewal that missed a message being committed just saw the commit's XACK; if the
+        # lease was in fact lost, the commit says so (late_result_dropped).
+        committing, lost = self._committing, self._lost
         for message_id in ids:
-            if message_id in self._held and message_id not in self._lost:
+            if message_id in self._held and message_id not in lost and message_id not in committing:
                 self._lost.add(message_id)
                 self.log.warning("lease_lost", message_id=message_id)
 
@@ -340,15 +344,20 @@ class StageWorker:
             del self._finished[:MAX_COMMIT]
             if not self._finished:
                 self._commit_due.clear()
-            # Shielded: a commit cut short by shutdown would leave its outcome unknown.
-            statuses = await asyncio.shield(
-                retry_forever(
-                    functools.partial(
-                        commit, self.client, self.pipeline, self.stage, self.consumer, finished
-                    ),
-                    self._redis_down,
+            ids = [delivery.message_id for delivery, _, _ in finished]
+            self._committing.update(ids)
+            try:
+                # Shielded: a commit cut short by shutdown would leave its outcome unknown.
+                statuses = await asyncio.shield(
+                    retry_forever(
+                        functools.partial(
+                            commit, self.client, self.pipeline, self.stage, self.consumer, finished
+                        ),
+                        self._redis_down,
+                    )
                 )
-            )
+            finally:
+                self._committing.difference_update(ids)
             self._settle(finished, statuses)
 
     def _settle(self, finished: list[Finished], statuses: list[bool]) -> None:
