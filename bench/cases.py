@@ -46,8 +46,8 @@ class Settings:
     repeat: int = 3
     jobs: int = 10_000
     concurrency: int = 100
-    latency_jobs: int = 200
-    memory_jobs: int = 100_000
+    latency_jobs: int = 150
+    memory_jobs: int = 60_000
 
 
 def _client(settings: Settings) -> redis.Redis:
