@@ -15,7 +15,6 @@ from typing import Any
 
 import redis
 from harness import (
-    LIVE,
     STAGES,
     Arrivals,
     Framework,
@@ -57,7 +56,6 @@ def _client(settings: Settings) -> redis.Redis:
 def _ready(system: System, client: redis.Redis) -> None:
     client.flushall()
     system.start()
-    LIVE.append(system)
     system.warm_up(client)
     if isinstance(system, Framework):  # every process connected, not just the first per stage
         wait_for(lambda: _consumers(client, system) >= len(system.workers), 60, 0.05)

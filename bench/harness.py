@@ -127,6 +127,11 @@ class System:
         return int(added if added is not None else info["length"])
 
     def start(self) -> None:
+        self.processes = self.spawn()
+        LIVE.append(self)
+
+    def spawn(self) -> list[subprocess.Popen[bytes]]:
+        """Start this system's stage processes."""
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -170,7 +175,7 @@ class Framework(System):
     def end(self) -> str:
         return f"{self.prefix}:done"
 
-    def start(self) -> None:
+    def spawn(self) -> list[subprocess.Popen[bytes]]:
         folder = self.workdir / self.name
         folder.mkdir(exist_ok=True)
         (folder / "bench_stages.py").write_text(self.code)
@@ -181,7 +186,7 @@ class Framework(System):
         (folder / "pipeline.yaml").write_text("\n".join(line for line in lines if line) + "\n")
         env = {**os.environ, "REDIS_URL": self.url, "PIPELINE_LOG_LEVEL": "warning"}
         command = [sys.executable, "-m", "framework", "-f", str(folder / "pipeline.yaml")]
-        self.processes = [
+        return [
             subprocess.Popen([*command, "worker", stage], env=env, cwd=ROOT)
             for stage in self.workers
         ]
@@ -204,9 +209,9 @@ class HandLoop(System):
         index = STAGES.index(stage)
         return self.input if index == 0 else f"{self.prefix}:{STAGES[index - 1]}"
 
-    def start(self) -> None:
+    def spawn(self) -> list[subprocess.Popen[bytes]]:
         script = str(ROOT / "bench" / "handloop.py")
-        self.processes = [
+        return [
             subprocess.Popen(
                 [
                     *(sys.executable, script, self.url, self.stream_before(stage)),

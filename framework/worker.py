@@ -265,7 +265,7 @@ class StageWorker:
         committing, lost = self._committing, self._lost
         for message_id in ids:
             if message_id in self._held and message_id not in lost and message_id not in committing:
-                self._lost.add(message_id)
+                lost.add(message_id)
                 self.log.warning("lease_lost", message_id=message_id)
 
     # -- runners -----------------------------------------------------------------------------
