@@ -35,6 +35,7 @@ from framework.groups import (
     is_missing_group,
     retire_consumers,
 )
+from framework.inbox import Inbox
 from framework.invocation import StageFunction
 from framework.keys import consumer_name
 from framework.leases import LeaseKeeper, hand_back, reclaim
@@ -74,7 +75,7 @@ class StageWorker:
         self._held: dict[str, Delivery] = {}
         self._lost: set[str] = set()
         self._committing: set[str] = set()  # in a commit.lua call right now
-        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._inbox = Inbox()
         self._finished: list[Finished] = []  # the committer's to-do list, in finishing order
         self._commit_due = asyncio.Event()
         self._room = asyncio.Event()
@@ -131,10 +132,7 @@ class StageWorker:
 
     async def _drain(self) -> None:
         """Hand back what never started; give running calls the grace period to finish."""
-        unstarted = []
-        while not self._inbox.empty():
-            unstarted.append(self._inbox.get_nowait())
-        await self._hand_back(unstarted)
+        await self._hand_back(self._inbox.take_all())
         deadline = time.monotonic() + self.grace_period.total_seconds()
         while self._held and time.monotonic() < deadline:
             self._room.clear()
@@ -251,7 +249,7 @@ class StageWorker:
             return
         self._held[delivery.message_id] = delivery
         self._lost.discard(delivery.message_id)
-        self._inbox.put_nowait(delivery)
+        self._inbox.put(delivery)
 
     def _on_lost_threadsafe(self, ids: list[str]) -> None:
         # Most "lost" ids were just committed (renewal raced the commit): keep the others.
@@ -289,7 +287,7 @@ class StageWorker:
     async def _work_in_batches(self, batch: int) -> None:
         while True:
             taken = [await self._inbox.get()]
-            while len(taken) < batch and not self._inbox.empty():
+            while len(taken) < batch and self._inbox:
                 taken.append(self._inbox.get_nowait())
             await self._run(taken)
 
