@@ -56,12 +56,22 @@ local function touch(jobkey, job, id, elapsed, extra)
   end
   fields[#fields + 1] = "state"
   fields[#fields + 1] = "running"
+  if job == id then
+    -- An entry that names no job is its own job, and this is its one exit from the source
+    -- stage (a retry comes back as a new entry naming it): the job hash starts here, in one go.
+    fields[#fields + 1] = "outstanding"
+    fields[#fields + 1] = 1
+    fields[#fields + 1] = "submitted"
+    fields[#fields + 1] = string.match(id, "^(%d+)")
+    call("HSET", jobkey, unpack(fields))
+    call("EXPIRE", jobkey, ttl)
+    return
+  end
   local added = call("HSET", jobkey, unpack(fields))
   if added == #fields / 2 then
-    -- A bare entry (or a job whose hash expired) has no job hash yet: the job starts here.
-    local submitted = now
-    if job == id then submitted = string.match(id, "^(%d+)") end
-    call("HSET", jobkey, "outstanding", 1, "submitted", submitted)
+    -- A job named by an entry but never submitted through us, or whose hash expired: it
+    -- starts here.
+    call("HSET", jobkey, "outstanding", 1, "submitted", now)
     call("EXPIRE", jobkey, ttl)
   end
 end
