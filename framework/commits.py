@@ -27,7 +27,9 @@ def _message(
     """One message as commit.lua reads it: [id, job, kind, trace, attempt, elapsed_ms, args]."""
     kind: str
     extra: list[Any]
-    if isinstance(outcome, Emit):
+    if type(outcome) is Emit and len(outcome.payloads) == 1:  # the common case, first
+        kind, extra = "E", [outcome.payloads[0].decode()]
+    elif isinstance(outcome, Emit):
         kind, extra = "E", [payload.decode() for payload in outcome.payloads]
     elif isinstance(outcome, Drop):
         kind, extra = "D", []
@@ -65,9 +67,13 @@ def _message(
     ]
 
 
-def _order(message_id: str) -> tuple[int, int]:
-    milliseconds, _, sequence = message_id.partition("-")
-    return int(milliseconds), int(sequence)
+def _span(ids: list[str]) -> tuple[str, str]:
+    """The lowest and highest of stream ids (`MS-SEQ`, compared as numbers), in one pass."""
+    order = []
+    for message_id in ids:
+        milliseconds, _, sequence = message_id.partition("-")
+        order.append((int(milliseconds), int(sequence), message_id))
+    return min(order)[2], max(order)[2]
 
 
 async def commit(
@@ -92,8 +98,7 @@ async def commit(
         max(int(pipeline.result_ttl.total_seconds()), 1),
         1 if stage.source else 0,
         keys.job(""),
-        min(ids, key=_order),
-        max(ids, key=_order),
+        *_span(ids),
         orjson.dumps(batch),
     ]
     statuses = await scripts.script(scripts.COMMIT)(client, script_keys, args)
