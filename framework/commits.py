@@ -14,8 +14,8 @@ import orjson
 
 from framework import scripts
 from framework.config import PipelineSpec, StageSpec
-from framework.connection import AsyncClient
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
+from framework.scripts import AsyncRedis
 from framework.wire import Delivery
 
 Finished = tuple[Delivery, Outcome, float]  # the message, its outcome, the call's duration (s)
@@ -67,17 +67,27 @@ def _message(
     ]
 
 
+LAST_SEQUENCE = 2**64 - 1
+
+
 def _span(ids: list[str]) -> tuple[str, str]:
-    """The lowest and highest of stream ids (`MS-SEQ`, compared as numbers), in one pass."""
-    order = []
-    for message_id in ids:
-        milliseconds, _, sequence = message_id.partition("-")
-        order.append((int(milliseconds), int(sequence), message_id))
-    return min(order)[2], max(order)[2]
+    """A range of stream ids (`MS-SEQ`) that holds all of `ids`: whole milliseconds, from the
+    first to the last, which is as good for the ownership query and needs no int() per id
+    (digit strings of equal length compare as numbers do, and a longer one is larger)."""
+    milliseconds = [message_id.partition("-")[0] for message_id in ids]
+    if min(map(len, milliseconds)) == max(map(len, milliseconds)):  # all but always
+        low, high = min(milliseconds), max(milliseconds)
+    else:
+        low, high = min(milliseconds, key=_as_number), max(milliseconds, key=_as_number)
+    return f"{low}-0", f"{high}-{LAST_SEQUENCE}"
+
+
+def _as_number(digits: str) -> tuple[int, str]:
+    return len(digits), digits
 
 
 async def commit(
-    client: AsyncClient,
+    client: AsyncRedis,
     pipeline: PipelineSpec,
     stage: StageSpec,
     consumer: str,
@@ -87,19 +97,40 @@ async def commit(
     keys = pipeline.keys
     now_ms = int(time.time() * 1000)
     script_keys = [stage.input_stream, stage.output_stream, keys.dead, keys.retry, keys.done]
-    ids = [delivery.message_id for delivery, _, _ in finished]
-    batch = [_message(stage, d, outcome, elapsed, now_ms) for d, outcome, elapsed in finished]
+    ids: list[str] = []
+    jobs: list[str] = []
+    times: list[str] = []
+    payloads: list[bytes] = []
+    others = []
+    for delivery, outcome, elapsed in finished:
+        if type(outcome) is Emit and len(outcome.payloads) == 1 and not delivery.trace:
+            message_id = delivery.message_id
+            ids.append(message_id)
+            jobs.append("" if delivery.job == message_id else delivery.job)
+            times.append(str(int(elapsed * 1000)))
+            payloads.append(outcome.payloads[0])
+        else:
+            others.append(_message(stage, delivery, outcome, elapsed, now_ms))
+    everyone = ids + [message[0] for message in others] if others else ids
     args: list[Any] = [
         stage.name,
         consumer,
-        now_ms,
+        str(now_ms),
         stage.name,
-        len(stage.consumers),
-        max(int(pipeline.result_ttl.total_seconds()), 1),
-        1 if stage.source else 0,
+        str(len(stage.consumers)),
+        str(max(int(pipeline.result_ttl.total_seconds()), 1)),
+        "1" if stage.source else "0",
         keys.job(""),
-        *_span(ids),
-        orjson.dumps(batch),
+        *_span(everyone),
+        str(len(ids)),
+        orjson.dumps(others) if others else "",
+        *ids,
+        *jobs,
+        *times,
+        *payloads,
     ]
-    statuses = await scripts.script(scripts.COMMIT)(client, script_keys, args)
-    return [bool(status) for status in statuses]
+    lost = await scripts.script(scripts.COMMIT)(client, script_keys, args)
+    if not lost:
+        return [True] * len(finished)
+    gone = {message_id.decode() for message_id in lost}
+    return [delivery.message_id not in gone for delivery, _, _ in finished]

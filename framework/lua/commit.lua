@@ -19,22 +19,33 @@
 -- ARGV[3]  now in ms               ARGV[7]  "1" when the input is a source (jobs may be new)
 -- ARGV[4]  stage name              ARGV[8]  job key prefix, {name}:job:
 -- ARGV[9], ARGV[10]  the lowest and highest message id of the batch (for the ownership query)
--- ARGV[11] the batch, JSON: [[id, job, kind, trace, attempt, elapsed_ms, [args...]], ...]
+-- ARGV[11] n, the number of plain messages: one output payload, no trace (the common case)
+-- ARGV[12] the other messages, JSON, or "": [[id, job, kind, trace, attempt, elapsed_ms, [args]], ...]
 --   kind E (emit): args are the output payloads     kind D (drop): no args
 --   kind R (retry): due_ms, zset member            kind X (dead): data, error, traceback
 --   kind S (skip: a retry meant for another stage): no args, no job accounting
--- Returns one status per message: 1 committed, 0 not ours any more.
+-- ARGV[13..] the plain messages, as four columns of n values each: ids; jobs ("" where the
+--   entry is its own job); elapsed ms; payloads. Columns, not one JSON document: Redis makes
+--   each argument a Lua string as it reads the command, which costs less than cjson, and the
+--   XACK of a whole batch is then one unpack() of the id column.
+-- Returns the ids of messages that are not ours any more; {} when every message was committed.
+--
+-- Cost matters here (each redis.call costs about as much as the command it runs): the plain
+-- path makes one call per output and one or two per job hash, and passes numbers as strings
+-- (a Lua number turned into a command argument goes through sprintf).
 
 local input, output, dead, retry, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, now, stage = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local fan, ttl, source, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == "1", ARGV[8]
-local batch = cjson.decode(ARGV[11])
+local fan, ttl, source, prefix = tonumber(ARGV[5]), ARGV[6], ARGV[7] == "1", ARGV[8]
+local plain, others = tonumber(ARGV[11]), ARGV[12]
+local ids, jobs, times, payloads = 12, 12 + plain, 12 + 2 * plain, 12 + 3 * plain
 local call = redis.call
 local none = {}
 local at_field, ms_field = stage .. ".at", stage .. ".ms"
 
 -- Ownership: what is still pending for this consumer in the batch's span of ids, in one query
 -- (a worker may hold many more messages than it commits at once: the span keeps this small).
+-- mine[id]: true while ours, false once committed here (the same id twice commits once).
 local mine = {}
 for _, entry in ipairs(call("XPENDING", input, group, ARGV[9], ARGV[10], 1000000, consumer)) do
   mine[entry[1]] = true
@@ -60,9 +71,9 @@ local function touch(jobkey, job, id, elapsed, extra)
     -- An entry that names no job is its own job, and this is its one exit from the source
     -- stage (a retry comes back as a new entry naming it): the job hash starts here, in one go.
     fields[#fields + 1] = "outstanding"
-    fields[#fields + 1] = 1
+    fields[#fields + 1] = "1"
     fields[#fields + 1] = "submitted"
-    fields[#fields + 1] = string.match(id, "^(%d+)")
+    fields[#fields + 1] = string.match(id, "^%d+")
     call("HSET", jobkey, unpack(fields))
     call("EXPIRE", jobkey, ttl)
     return
@@ -71,7 +82,7 @@ local function touch(jobkey, job, id, elapsed, extra)
   if added == #fields / 2 then
     -- A job named by an entry but never submitted through us, or whose hash expired: it
     -- starts here.
-    call("HSET", jobkey, "outstanding", 1, "submitted", now)
+    call("HSET", jobkey, "outstanding", "1", "submitted", now)
     call("EXPIRE", jobkey, ttl)
   end
 end
@@ -79,7 +90,7 @@ end
 local function finish(jobkey, job)
   local state = "done"
   if call("HEXISTS", jobkey, "failed") == 1 then state = "failed" end
-  call("HSET", jobkey, "state", state, "finished", now, "outstanding", 0)
+  call("HSET", jobkey, "state", state, "finished", now, "outstanding", "0")
   call("EXPIRE", jobkey, ttl)
   call("XADD", done, "*", "job", job, "state", state)
 end
@@ -99,75 +110,121 @@ local function results(id, payloads)
   return fields
 end
 
--- The last stage's common case in fewer calls: timing, results and (when this was the job's
--- last message) its end, in one HSET.
-local function last_stage_done(jobkey, job, id, elapsed, payloads)
-  local fields = results(id, payloads)
-  fields[#fields + 1] = at_field
-  fields[#fields + 1] = now
-  fields[#fields + 1] = ms_field
-  fields[#fields + 1] = elapsed
-  if call("HINCRBY", jobkey, "outstanding", -1) > 0 then
-    call("HSET", jobkey, unpack(fields))
+-- The last stage's common case in few calls: what the job has in flight and whether it failed,
+-- then timing, results and (when this was the job's last message) its end, in one HSET.
+local function last_stage_done(jobkey, job, id, elapsed, payload)
+  local state = call("HMGET", jobkey, "outstanding", "failed")
+  local left = (tonumber(state[1]) or 1) - 1  -- no hash (expired): this was its one message
+  if left > 0 then
+    call("HSET", jobkey, "result." .. id .. ".1", payload, at_field, now, ms_field, elapsed,
+      "outstanding", tostring(left))
     return
   end
-  local state = "done"
-  if call("HEXISTS", jobkey, "failed") == 1 then state = "failed" end
-  fields[#fields + 1] = "state"
-  fields[#fields + 1] = state
-  fields[#fields + 1] = "finished"
-  fields[#fields + 1] = now
-  fields[#fields + 1] = "outstanding"
-  fields[#fields + 1] = 0
-  call("HSET", jobkey, unpack(fields))
+  local ending = "done"
+  if state[2] then ending = "failed" end
+  call("HSET", jobkey, "result." .. id .. ".1", payload, at_field, now, ms_field, elapsed,
+    "state", ending, "finished", now, "outstanding", "0")
   call("EXPIRE", jobkey, ttl)
-  call("XADD", done, "*", "job", job, "state", state)
+  call("XADD", done, "*", "job", job, "state", ending)
 end
 
-local statuses, acked = {}, {}
-for n, message in ipairs(batch) do
-  local id, job, kind, trace, attempt, elapsed, args =
-    message[1], message[2], message[3], message[4], message[5], message[6], message[7]
-  local jobkey = prefix .. job
-  if not mine[id] then
-    statuses[n] = 0
-  else
-    mine[id] = nil  -- the same id twice in one batch commits once
-    statuses[n] = 1
-    acked[#acked + 1] = id
-    if kind == "E" then
-      for _, payload in ipairs(args) do
-        if trace ~= "" then
-          call("XADD", output, "*", "job", job, "data", payload, "trace", trace)
-        else
-          call("XADD", output, "*", "job", job, "data", payload)
-        end
-      end
-      if fan == 0 and not source then
-        last_stage_done(jobkey, job, id, elapsed, args)
+local lost = {}
+
+-- The plain messages: one payload out, no trace.
+for i = 1, plain do
+  local id = ARGV[ids + i]
+  local owned = mine[id]
+  if owned == nil then
+    lost[#lost + 1] = id
+  elseif owned then
+    mine[id] = false
+    local job, elapsed, payload = ARGV[jobs + i], ARGV[times + i], ARGV[payloads + i]
+    if job == "" then job = id end
+    call("XADD", output, "*", "job", job, "data", payload)
+    local jobkey = prefix .. job
+    if not source then
+      if fan == 1 then
+        call("HSET", jobkey, at_field, now, ms_field, elapsed)
       elseif fan == 0 then
-        touch(jobkey, job, id, elapsed, results(id, args))
-        settle(jobkey, job, 0)
+        last_stage_done(jobkey, job, id, elapsed, payload)
       else
-        touch(jobkey, job, id, elapsed, none)
-        settle(jobkey, job, #args * fan)
+        call("HSET", jobkey, at_field, now, ms_field, elapsed)
+        call("HINCRBY", jobkey, "outstanding", fan - 1)
       end
-    elseif kind == "D" then
-      touch(jobkey, job, id, elapsed, none)
+    elseif job == id and fan > 0 then
+      -- A new job's one message went on to `fan` stages: it starts with that many in flight.
+      call("HSET", jobkey, at_field, now, ms_field, elapsed, "state", "running",
+        "outstanding", fan == 1 and "1" or tostring(fan), "submitted", string.match(id, "^%d+"))
+      call("EXPIRE", jobkey, ttl)
+    elseif fan == 0 then
+      touch(jobkey, job, id, elapsed, {"result." .. id .. ".1", payload})
       settle(jobkey, job, 0)
-    elseif kind == "R" then
-      call("ZADD", retry, args[1], args[2])
+    else
       touch(jobkey, job, id, elapsed, none)
-    elseif kind == "X" then
-      call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
-        "data", args[1], "error", args[2], "traceback", args[3],
-        "attempts", attempt, "trace", trace, "failed_at", now)
-      touch(jobkey, job, id, elapsed, none)
-      call("HINCRBY", jobkey, "failed", 1)
-      call("HSET", jobkey, "error", stage .. ": " .. args[2])
-      settle(jobkey, job, 0)
+      settle(jobkey, job, fan)
     end
   end
 end
-if #acked > 0 then call("XACK", input, group, unpack(acked)) end
-return statuses
+
+local acked = nil  -- nil: every plain message, and nothing else, was committed
+if #lost > 0 or others ~= "" then
+  acked = {}
+  for i = 1, plain do
+    local id = ARGV[ids + i]
+    if mine[id] == false then acked[#acked + 1] = id end
+  end
+end
+
+-- The other messages: several or no outputs, a trace, a retry, a dead letter, a skip.
+if others ~= "" then
+  for _, message in ipairs(cjson.decode(others)) do
+    local id, job, kind, trace, attempt, elapsed, args =
+      message[1], message[2], message[3], message[4], message[5], message[6], message[7]
+    local jobkey = prefix .. job
+    local owned = mine[id]
+    if owned == nil then
+      lost[#lost + 1] = id
+    elseif owned then
+      mine[id] = false
+      acked[#acked + 1] = id
+      elapsed = tostring(elapsed)
+      if kind == "E" then
+        for _, payload in ipairs(args) do
+          if trace ~= "" then
+            call("XADD", output, "*", "job", job, "data", payload, "trace", trace)
+          else
+            call("XADD", output, "*", "job", job, "data", payload)
+          end
+        end
+        if fan == 0 then
+          touch(jobkey, job, id, elapsed, results(id, args))
+          settle(jobkey, job, 0)
+        else
+          touch(jobkey, job, id, elapsed, none)
+          settle(jobkey, job, #args * fan)
+        end
+      elseif kind == "D" then
+        touch(jobkey, job, id, elapsed, none)
+        settle(jobkey, job, 0)
+      elseif kind == "R" then
+        call("ZADD", retry, args[1], args[2])
+        touch(jobkey, job, id, elapsed, none)
+      elseif kind == "X" then
+        call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
+          "data", args[1], "error", args[2], "traceback", args[3],
+          "attempts", attempt, "trace", trace, "failed_at", now)
+        touch(jobkey, job, id, elapsed, none)
+        call("HINCRBY", jobkey, "failed", 1)
+        call("HSET", jobkey, "error", stage .. ": " .. args[2])
+        settle(jobkey, job, 0)
+      end
+    end
+  end
+end
+
+if acked == nil then
+  if plain > 0 then call("XACK", input, group, unpack(ARGV, ids + 1, ids + plain)) end
+elseif #acked > 0 then
+  call("XACK", input, group, unpack(acked))
+end
+return lost
