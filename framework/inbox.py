@@ -50,6 +50,17 @@ class Inbox:
             self._wake_one()
         return delivery
 
+    def take(self) -> Delivery | None:
+        """The next delivery if one is waiting, else None: `get()` without a coroutine, for a
+        runner that keeps finding work (it wakes the next runner just as `get()` does)."""
+        items = self._items
+        if not items:
+            return None
+        delivery = items.popleft()
+        if items and not self._waking:
+            self._wake_one()
+        return delivery
+
     def get_nowait(self) -> Delivery:
         return self._items.popleft()
 

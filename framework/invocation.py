@@ -12,7 +12,7 @@ import importlib
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,32 @@ class StageFunction:
             payloads.append(data)
         return Emit(tuple(payloads))
 
+    @property
+    def direct(self) -> Callable[[Any], Awaitable[Any]] | None:
+        """The function itself when it can be awaited as it is (async, no ctx, no timeout):
+        the worker's runners then call `prepare`, it and `outcome` with no coroutine of ours
+        around each call. None for every other kind of function: use `call`."""
+        return self.function if self._direct else None
+
+    def prepare(self, delivery: Delivery) -> Any | DeadLetter:
+        """The argument for one payload, or the dead letter it earns without running."""
+        return self._parse(delivery)
+
+    def failure(self, error: BaseException, delivery: Delivery) -> Outcome:
+        """The outcome of a call that raised: a retry or a dead letter."""
+        return self._failure(error, delivery)
+
+    def outcome(self, result: Any) -> Outcome:
+        """The outcome of a call that returned `result`."""
+        if type(result) is dict:  # the common case, without the general path's checks
+            try:
+                data = orjson.dumps(result)
+            except TypeError:
+                return self._emit(result)
+            if len(data) <= self.max_payload:
+                return Emit((data,))
+        return self._emit(result)
+
     async def call(self, delivery: Delivery, context: Context | None) -> Outcome:
         """Run the function on one message; every way it can end is an outcome."""
         argument = self._parse(delivery)
@@ -199,14 +225,7 @@ class StageFunction:
                 result = await self._invoke(argument, context)
         except Exception as error:  # user code: any failure is an outcome, never a crash
             return self._failure(error, delivery)
-        if type(result) is dict:  # the common case, without the general path's checks
-            try:
-                data = orjson.dumps(result)
-            except TypeError:
-                return self._emit(result)
-            if len(data) <= self.max_payload:
-                return Emit((data,))
-        return self._emit(result)
+        return self.outcome(result)
 
     async def call_batch(
         self, deliveries: list[Delivery], context: Context | None

@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from framework import scripts
+from framework.channels import Channel, open_channel
 from framework.config import PipelineSpec, StageSpec
-from framework.connection import AsyncClient, Server, connect, connect_reader, connect_sync
+from framework.connection import AsyncClient, Server, connect, connect_sync
 from framework.embedded import EmbeddedRedis
 from framework.errors import BacklogFull, PayloadError
 from framework.groups import ensure_groups
@@ -186,27 +187,31 @@ class Pipeline:
         ]
         client = await self.client()
         server = await self.server()
-        readers = [await connect_reader(self._url) for _ in specs]
-        workers = [
-            StageWorker(
-                self.spec,
-                spec,
-                client,
-                server,
-                connect_sync(self._url, server),
-                reader,
-                function,
-                grace_period,
-            )
-            for spec, function, reader in zip(specs, functions, readers, strict=True)
-        ]
+        channels: list[Channel] = []
+        workers = []
         try:
+            for spec, function in zip(specs, functions, strict=True):
+                reads, commits = await open_channel(self._url), await open_channel(self._url)
+                channels += (reads, commits)
+                workers.append(
+                    StageWorker(
+                        self.spec,
+                        spec,
+                        client,
+                        server,
+                        connect_sync(self._url, server),
+                        reads,
+                        commits,
+                        function,
+                        grace_period,
+                    )
+                )
             async with asyncio.TaskGroup() as group:
                 for worker in workers:
                     group.create_task(worker.run(stopping))
         finally:
-            for reader in readers:
-                await reader.aclose()
+            for channel in channels:
+                await channel.aclose()
 
     # -- blocking twins ----------------------------------------------------------------------
 

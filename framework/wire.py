@@ -35,18 +35,17 @@ def read_reply(reply: object) -> list[tuple[bytes, Entries]]:
 
 
 def raw_read_entries(reply: object) -> list[tuple[bytes, list[bytes]]]:
-    """Entries of an XREADGROUP reply left unparsed by redis-py (`connection.connect_reader`):
+    """Entries of an XREADGROUP reply as hiredis parsed it (`channels.Channel`):
     a map of stream to entries under RESP3, a list of [stream, entries] under RESP2; each
-    entry is [id, [field, value, ...]]. Skipping redis-py's per-entry dicts is a hot-path win.
+    entry is [id, [field, value, ...]] (a list, unpacked like the pair it is typed as).
+    Skipping redis-py's per-entry dicts is a hot-path win.
     """
     if not reply:
         return []
     streams = (
         reply.values() if isinstance(reply, dict) else (pair[1] for pair in cast(list[Any], reply))
     )
-    return [
-        (entry[0], entry[1]) for entries in streams for entry in entries if entry[1] is not None
-    ]
+    return [entry for entries in streams for entry in entries if entry[1] is not None]
 
 
 def flat_fields(flat: list[bytes]) -> Fields:
@@ -56,9 +55,12 @@ def flat_fields(flat: list[bytes]) -> Fields:
 def decode_flat_entry(message_id: bytes, flat: list[bytes]) -> Delivery:
     """`decode_entry` for an entry as XREADGROUP sends it, [field, value, ...]: the common
     fresh message (job and data, in the order the engine writes them) without a dict."""
-    if len(flat) == 4 and flat[0] == b"job" and flat[2] == b"data":
+    length = len(flat)
+    if length == 4 and flat[0] == b"job" and flat[2] == b"data":
+        return Delivery(message_id.decode(), flat[1].decode(), flat[3], "", 1, 1)
+    if length == 2 and flat[0] == b"data":  # `XADD input * data ...`: its own job
         entry_id = message_id.decode()
-        return Delivery(entry_id, flat[1].decode(), flat[3], "", 1, 1)
+        return Delivery(entry_id, entry_id, flat[1], "", 1, 1)
     return decode_entry(message_id, flat_fields(flat))
 
 

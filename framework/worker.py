@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from framework.backpressure import Downstream, Gate
+from framework.channels import Channel
 from framework.commits import Finished, commit
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import (
@@ -61,20 +63,21 @@ class StageWorker:
         client: AsyncClient,
         server: Server,
         lease_client: SyncClient,
-        reader: AsyncClient,
+        reads: Channel,
+        commits: Channel,
         function: StageFunction,
         grace_period: timedelta = timedelta(seconds=30),
     ) -> None:
         self.pipeline, self.stage, self.client, self.server = pipeline, stage, client, server
         self.function = function
-        self.reader = reader  # its own client: XREADGROUP replies left raw (connect_reader)
+        self._reads, self._commits = reads, commits  # a connection each, for the hot path
         self.grace_period = grace_period
         self.consumer = consumer_name()
         self.capacity = 2 * stage.concurrency * (stage.batch or 1)
         self.log = log.bind(pipeline=pipeline.name, stage=stage.name, consumer=self.consumer)
         self._held: dict[str, Delivery] = {}
         self._lost: set[str] = set()
-        self._committing: set[str] = set()  # in a commit.lua call right now
+        self._committing: list[Finished] = []  # in a commit.lua call right now
         self._inbox = Inbox()
         self._finished: list[Finished] = []  # the committer's to-do list, in finishing order
         self._commit_due = asyncio.Event()
@@ -218,12 +221,9 @@ class StageWorker:
                     room -= len(claimed)
                     if room <= 0:
                         continue
-                reply = await self.reader.xreadgroup(
-                    self.stage.name,
-                    self.consumer,
-                    {self.stage.input_stream: ">"},
-                    count=room,
-                    block=READ_BLOCK_MS,
+                reply = await self._reads.execute(
+                    *("XREADGROUP", "GROUP", self.stage.name, self.consumer, "COUNT", room),
+                    *("BLOCK", READ_BLOCK_MS, "STREAMS", self.stage.input_stream, ">"),
                 )
                 delay = 0.05
             except TRANSIENT_ERRORS as error:
@@ -248,7 +248,8 @@ class StageWorker:
             self._lost.discard(delivery.message_id)
             return
         self._held[delivery.message_id] = delivery
-        self._lost.discard(delivery.message_id)
+        if self._lost:
+            self._lost.discard(delivery.message_id)
         self._inbox.put(delivery)
 
     def _on_lost_threadsafe(self, ids: list[str]) -> None:
@@ -260,7 +261,8 @@ class StageWorker:
     def _on_lost(self, ids: list[str]) -> None:
         # A renewal that missed a message being committed just saw the commit's XACK; if the
         # lease was in fact lost, the commit says so (late_result_dropped).
-        committing, lost = self._committing, self._lost
+        committing = {delivery.message_id for delivery, _, _ in self._committing}
+        lost = self._lost
         for message_id in ids:
             if message_id in self._held and message_id not in lost and message_id not in committing:
                 lost.add(message_id)
@@ -271,12 +273,46 @@ class StageWorker:
     async def _work(self) -> None:
         if self.stage.batch:
             await self._work_in_batches(self.stage.batch)
-            return
-        # The common path, kept lean: it runs once per message.
+        elif self.function.direct is not None:
+            await self._work_direct(self.function.direct)
+        else:
+            await self._work_one_by_one()
+
+    async def _work_direct(self, function: Callable[[Any], Awaitable[Any]]) -> None:
+        """The common path, kept lean: it runs once per message. A plain `async def f(doc)` is
+        awaited right here, and a runner that finds work waiting takes it without awaiting."""
+        inbox, finished, due = self._inbox, self._finished, self._commit_due
+        take, get = inbox.take, inbox.get
+        prepare, outcome_of, failure = (
+            self.function.prepare,
+            self.function.outcome,
+            self.function.failure,
+        )
+        stage, clock = self.stage.name, time.perf_counter
+        while True:
+            delivery = take() or await get()
+            if delivery.target is not None and delivery.target != stage:
+                self._finish((delivery, SKIP, 0.0))
+                continue
+            started = clock()
+            argument = prepare(delivery)
+            if type(argument) is DeadLetter:
+                outcome: Outcome = argument
+            else:
+                try:
+                    result = await function(argument)
+                except Exception as error:  # user code: any failure is an outcome, not a crash
+                    outcome = failure(error, delivery)
+                else:
+                    outcome = outcome_of(result)
+            finished.append((delivery, outcome, clock() - started))
+            due.set()
+
+    async def _work_one_by_one(self) -> None:
         inbox, finish, call = self._inbox, self._finish, self.function.call
         stage, context, clock = self.stage.name, self._context, time.perf_counter
         while True:
-            delivery = await inbox.get()
+            delivery = inbox.take() or await inbox.get()
             if delivery.target is not None and delivery.target != stage:
                 finish((delivery, SKIP, 0.0))
                 continue
@@ -342,20 +378,24 @@ class StageWorker:
             del self._finished[:MAX_COMMIT]
             if not self._finished:
                 self._commit_due.clear()
-            ids = [delivery.message_id for delivery, _, _ in finished]
-            self._committing.update(ids)
+            self._committing = finished
             try:
                 # Shielded: a commit cut short by shutdown would leave its outcome unknown.
                 statuses = await asyncio.shield(
                     retry_forever(
                         functools.partial(
-                            commit, self.client, self.pipeline, self.stage, self.consumer, finished
+                            commit,
+                            self._commits,
+                            self.pipeline,
+                            self.stage,
+                            self.consumer,
+                            finished,
                         ),
                         self._redis_down,
                     )
                 )
             finally:
-                self._committing.difference_update(ids)
+                self._committing = []
             self._settle(finished, statuses)
 
     def _settle(self, finished: list[Finished], statuses: list[bool]) -> None:

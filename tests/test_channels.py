@@ -1,0 +1,82 @@
+"""A worker's channels (its own connections for XREADGROUP and commits): raw replies, and in
+step again after the connection is lost or a command is cancelled on its way."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from servers import RedisServer
+
+from framework.channels import open_channel
+from framework.wire import raw_read_entries
+
+
+async def test_replies_come_back_as_hiredis_parsed_them(
+    redis_server: RedisServer, pipeline_name: str
+) -> None:
+    stream = f"{{{pipeline_name}}}:input"
+    channel = await open_channel(redis_server.url)
+    try:
+        await channel.execute("XGROUP", "CREATE", stream, "g", "0", "MKSTREAM")
+        entry_id = await channel.execute("XADD", stream, "*", "data", "{}")
+        reply = await channel.execute("XREADGROUP", "GROUP", "g", "c", "STREAMS", stream, ">")
+        # A map of stream to entries under RESP3 (redis-py's default), a list under RESP2.
+        assert reply in (
+            {stream.encode(): [[entry_id, [b"data", b"{}"]]]},
+            [[stream.encode(), [[entry_id, [b"data", b"{}"]]]]],
+        )
+        assert raw_read_entries(reply) == [[entry_id, [b"data", b"{}"]]]
+        assert await channel.execute("XACK", stream, "g", entry_id) == 1
+    finally:
+        await channel.aclose()
+        with redis_server.client() as client:
+            client.delete(stream)
+
+
+async def test_an_error_reply_leaves_the_connection_in_step(redis_server: RedisServer) -> None:
+    channel = await open_channel(redis_server.url)
+    try:
+        before = await channel.execute("CLIENT", "ID")
+        with pytest.raises(redis.ResponseError):
+            await channel.execute("NO-SUCH-COMMAND")
+        assert await channel.execute("CLIENT", "ID") == before
+    finally:
+        await channel.aclose()
+
+
+async def test_a_lost_connection_fails_one_command_and_the_next_reconnects(
+    redis_server: RedisServer,
+) -> None:
+    channel = await open_channel(redis_server.url)
+    try:
+        first = await channel.execute("CLIENT", "ID")
+        with redis_server.client() as client:
+            client.client_kill_filter(_id=first)
+        with pytest.raises(redis.ConnectionError):
+            await channel.execute("PING")
+        assert await channel.execute("CLIENT", "ID") != first
+    finally:
+        await channel.aclose()
+
+
+async def test_a_command_cancelled_mid_wait_does_not_hand_its_reply_to_the_next(
+    redis_server: RedisServer, pipeline_name: str
+) -> None:
+    stream = f"{{{pipeline_name}}}:input"
+    channel = await open_channel(redis_server.url)
+    try:
+        await channel.execute("XGROUP", "CREATE", stream, "g", "$", "MKSTREAM")
+        blocked = asyncio.ensure_future(
+            channel.execute("XREADGROUP", "GROUP", "g", "c", "BLOCK", 300, "STREAMS", stream, ">")
+        )
+        await asyncio.sleep(0.05)
+        blocked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await blocked
+        assert await channel.execute("ECHO", "mine") == b"mine"
+    finally:
+        await channel.aclose()
+        with redis_server.client() as client:
+            client.delete(stream)
