@@ -113,7 +113,7 @@ class StageFunction:
 
     # -- calling -----------------------------------------------------------------------------
 
-    def _parse(self, delivery: Delivery) -> Any | DeadLetter:
+    def prepare(self, delivery: Delivery) -> Any | DeadLetter:
         """The argument for one payload, or the dead letter it earns without running."""
         if delivery.attempt > self.spec.max_attempts:
             return DeadLetter(
@@ -159,7 +159,8 @@ class StageFunction:
                 f"stage call ran past its timeout of {format_duration(self.spec.timeout)}"
             ) from None
 
-    def _failure(self, error: BaseException, delivery: Delivery) -> Outcome:
+    def failure(self, error: BaseException, delivery: Delivery) -> Outcome:
+        """The outcome of a call that raised: a retry or a dead letter."""
         spec = self.spec
         return decide(
             error, delivery.attempt, spec.max_attempts, spec.retry_backoff, spec.retry_backoff_max
@@ -194,14 +195,6 @@ class StageFunction:
         around each call. None for every other kind of function: use `call`."""
         return self.function if self._direct else None
 
-    def prepare(self, delivery: Delivery) -> Any | DeadLetter:
-        """The argument for one payload, or the dead letter it earns without running."""
-        return self._parse(delivery)
-
-    def failure(self, error: BaseException, delivery: Delivery) -> Outcome:
-        """The outcome of a call that raised: a retry or a dead letter."""
-        return self._failure(error, delivery)
-
     def outcome(self, result: Any) -> Outcome:
         """The outcome of a call that returned `result`."""
         if type(result) is dict:  # the common case, without the general path's checks
@@ -215,7 +208,7 @@ class StageFunction:
 
     async def call(self, delivery: Delivery, context: Context | None) -> Outcome:
         """Run the function on one message; every way it can end is an outcome."""
-        argument = self._parse(delivery)
+        argument = self.prepare(delivery)
         if type(argument) is DeadLetter:
             return argument
         try:
@@ -224,7 +217,7 @@ class StageFunction:
             else:
                 result = await self._invoke(argument, context)
         except Exception as error:  # user code: any failure is an outcome, never a crash
-            return self._failure(error, delivery)
+            return self.failure(error, delivery)
         return self.outcome(result)
 
     async def call_batch(
@@ -234,7 +227,7 @@ class StageFunction:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         arguments, positions = [], []
         for position, delivery in enumerate(deliveries):
-            argument = self._parse(delivery)
+            argument = self.prepare(delivery)
             if isinstance(argument, DeadLetter):
                 outcomes[position] = argument
             else:
@@ -265,5 +258,5 @@ class StageFunction:
                     f"got {got} for {len(arguments)}"
                 )
         except Exception as error:  # the whole batch failed: each item gets a failed attempt
-            return [self._failure(error, deliveries[p]) for p in positions]
+            return [self.failure(error, deliveries[p]) for p in positions]
         return [self._emit(result) for result in results]

@@ -289,12 +289,15 @@ class StageWorker:
             self.function.failure,
         )
         stage, clock = self.stage.name, time.perf_counter
+        started = clock()
         while True:
-            delivery = take() or await get()
+            delivery = take()
+            if delivery is None:
+                delivery = await get()
+                started = clock()  # else a call starts as the one before it ended
             if delivery.target is not None and delivery.target != stage:
                 self._finish((delivery, SKIP, 0.0))
                 continue
-            started = clock()
             argument = prepare(delivery)
             if type(argument) is DeadLetter:
                 outcome: Outcome = argument
@@ -305,7 +308,9 @@ class StageWorker:
                     outcome = failure(error, delivery)
                 else:
                     outcome = outcome_of(result)
-            finished.append((delivery, outcome, clock() - started))
+            ended = clock()
+            finished.append((delivery, outcome, ended - started))
+            started = ended
             due.set()
 
     async def _work_one_by_one(self) -> None:
@@ -401,10 +406,12 @@ class StageWorker:
     def _settle(self, finished: list[Finished], statuses: list[bool]) -> None:
         """Forget committed messages; log the ones worth a line. Runs once per message."""
         release, quiet, emitted = self._held.pop, not self._log_info, 0
+        counting = bool(self._gate.downstream)  # outputs matter only to a backpressure gate
         for (delivery, outcome, elapsed), owned in zip(finished, statuses, strict=True):
             release(delivery.message_id, None)
             if owned and type(outcome) is Emit:
-                emitted += len(outcome.payloads)
+                if counting:
+                    emitted += len(outcome.payloads)
                 if quiet:
                     continue
             self._log_outcome(delivery, outcome, owned, elapsed)

@@ -278,3 +278,19 @@ async def test_ids_of_any_length_are_in_the_ownership_span(
     deliveries = await deliver(channel, stage(spec, "a"))
     assert all(await commit(channel, spec, "a", emitted(deliveries)))
     assert pending(redis_server, spec.keys.input, "a") == 0
+
+
+async def test_each_message_keeps_its_own_job_and_timing(
+    redis_server: RedisServer, spec: PipelineSpec, channel: Channel
+) -> None:
+    """Jobs named by their entry next to bare ones, and calls of different lengths."""
+    bare = add_bare(redis_server, spec, 2)
+    with redis_server.client() as client:
+        client.xadd(spec.keys.input, {"job": "report-7", "data": "{}"})
+    deliveries = await deliver(channel, stage(spec, "a"))
+    seconds = (0.001, 0.0, 0.25)
+    finished = [(d, Emit((d.data,)), s) for d, s in zip(deliveries, seconds, strict=True)]
+    assert all(await commit(channel, spec, "a", finished))
+    assert [o["job"] for o in entries(redis_server, spec.keys.stage("a"))] == [*bare, "report-7"]
+    assert [job(redis_server, spec, j)["a.ms"] for j in [*bare, "report-7"]] == ["1", "0", "250"]
+    assert job(redis_server, spec, "report-7")["outstanding"] == "2"

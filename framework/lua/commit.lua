@@ -21,13 +21,16 @@
 -- ARGV[9], ARGV[10]  the lowest and highest message id of the batch (for the ownership query)
 -- ARGV[11] n, the number of plain messages: one output payload, no trace (the common case)
 -- ARGV[12] the other messages, JSON, or "": [[id, job, kind, trace, attempt, elapsed_ms, [args]], ...]
+-- ARGV[13] the elapsed ms of every plain message when they are all the same, else ""
+-- ARGV[14] "1" when every plain message is its own job (a source's bare entries), else "0"
 --   kind E (emit): args are the output payloads     kind D (drop): no args
 --   kind R (retry): due_ms, zset member            kind X (dead): data, error, traceback
 --   kind S (skip: a retry meant for another stage): no args, no job accounting
--- ARGV[13..] the plain messages, as four columns of n values each: ids; jobs ("" where the
---   entry is its own job); elapsed ms; payloads. Columns, not one JSON document: Redis makes
---   each argument a Lua string as it reads the command, which costs less than cjson, and the
---   XACK of a whole batch is then one unpack() of the id column.
+-- ARGV[15..] the plain messages, as columns of n values each: ids; jobs ("" where the entry is
+--   its own job; left out when ARGV[14] is "1"); elapsed ms (left out when ARGV[13] has it);
+--   payloads. Columns, not one JSON document: Redis makes each argument a Lua string as it
+--   reads the command, which costs less than cjson, and the XACK of a whole batch is then one
+--   unpack() of the id column.
 -- Returns the ids of messages that are not ours any more; {} when every message was committed.
 --
 -- Cost matters here (each redis.call costs about as much as the command it runs): the plain
@@ -37,8 +40,13 @@
 local input, output, dead, retry, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, now, stage = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fan, ttl, source, prefix = tonumber(ARGV[5]), ARGV[6], ARGV[7] == "1", ARGV[8]
-local plain, others = tonumber(ARGV[11]), ARGV[12]
-local ids, jobs, times, payloads = 12, 12 + plain, 12 + 2 * plain, 12 + 3 * plain
+local plain, others, same_time = tonumber(ARGV[11]), ARGV[12], ARGV[13]
+-- Where each column starts (the n values of a column are at start + 1 .. start + n); false
+-- for a column left out.
+local ids = 14
+local jobs = ARGV[14] ~= "1" and ids + plain
+local times = same_time == "" and (jobs or ids) + plain
+local payloads = (times or jobs or ids) + plain
 local call = redis.call
 local none = {}
 local at_field, ms_field = stage .. ".at", stage .. ".ms"
@@ -138,8 +146,12 @@ for i = 1, plain do
     lost[#lost + 1] = id
   elseif owned then
     mine[id] = false
-    local job, elapsed, payload = ARGV[jobs + i], ARGV[times + i], ARGV[payloads + i]
-    if job == "" then job = id end
+    local job, elapsed, payload = id, same_time, ARGV[payloads + i]
+    if jobs then
+      job = ARGV[jobs + i]
+      if job == "" then job = id end
+    end
+    if times then elapsed = ARGV[times + i] end
     call("XADD", output, "*", "job", job, "data", payload)
     local jobkey = prefix .. job
     if not source then
