@@ -101,16 +101,17 @@ def _pack_with_hiredis(client: redis.asyncio.Redis) -> None:
 
 
 def _options(
-    socket_timeout: float | None = SOCKET_TIMEOUT, keepalive: dict[int, int] | None = None
+    url: str, socket_timeout: float | None = SOCKET_TIMEOUT, keepalive: dict[int, int] | None = None
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": 5.0,
-        "socket_keepalive": True,
         "health_check_interval": 0,
     }
-    if keepalive:
-        options["socket_keepalive_options"] = keepalive
+    if not url.lower().startswith("unix:"):  # TCP keepalive: a unix socket has no such options
+        options["socket_keepalive"] = True
+        if keepalive:
+            options["socket_keepalive_options"] = keepalive
     return options
 
 
@@ -129,7 +130,9 @@ async def connect(
 ) -> tuple[AsyncClient, Server]:
     """An async client for `url`, switching to the cluster client when the server is one."""
     plain = redis.asyncio.Redis.from_url(
-        url, retry=redis.asyncio.retry.Retry(NoBackoff(), 0), **_options(socket_timeout, keepalive)
+        url,
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+        **_options(url, socket_timeout, keepalive),
     )
     _pack_with_hiredis(plain)
     _refuse_reply_options(plain.connection_pool.connection_kwargs, url)
@@ -143,7 +146,7 @@ async def connect(
     if not cluster:
         return plain, server
     await plain.aclose()
-    client = redis.asyncio.cluster.RedisCluster.from_url(url, **_options())
+    client = redis.asyncio.cluster.RedisCluster.from_url(url, **_options(url))
     await client.initialize()
     return client, server
 
@@ -171,8 +174,8 @@ def _unparsed(response: Any, **options: Any) -> Any:
 def connect_sync(url: str, server: Server) -> SyncClient:
     """A blocking client for threads that must work while the event loop is busy."""
     if server.cluster:
-        return redis.cluster.RedisCluster.from_url(url, **_options())
-    return redis.Redis.from_url(url, retry=redis.retry.Retry(NoBackoff(), 0), **_options())
+        return redis.cluster.RedisCluster.from_url(url, **_options(url))
+    return redis.Redis.from_url(url, retry=redis.retry.Retry(NoBackoff(), 0), **_options(url))
 
 
 def _parse_version(text: str) -> tuple[int, ...]:

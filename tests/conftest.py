@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -109,6 +110,20 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster = start_cluster(redis7_binary(), tmp_path_factory.mktemp("cluster"))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def unix_redis() -> Iterator[tuple[RedisServer, str]]:
+    """Redis 7 on a unix socket as well as its port; yields the server and its unix:// URL.
+
+    The socket lives in a short folder of its own: a socket path may not exceed 107 bytes.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="redis-unix-", dir="/tmp"))
+    socket_path = folder / "redis.sock"
+    server = start_redis(redis7_binary(), folder, "--unixsocket", str(socket_path))
+    yield server, f"unix://{socket_path}"
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""The same pipeline on Redis Cluster and over TLS: one pipeline lives in one hash slot."""
+"""The same pipeline on Redis Cluster, over TLS and over a unix socket: one pipeline lives in
+one hash slot, and every kind of connection redis-py makes carries the engine's commands."""
 
 from __future__ import annotations
 
@@ -36,6 +37,16 @@ async def test_pipeline_over_tls(
 ) -> None:
     path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
     url = f"{tls_redis.url}?ssl_ca_certs={tls_redis.ca_file}"
+    async with running_pipeline(path, url) as pipeline:
+        job = await pipeline.wait_async(await pipeline.submit_async({"parts": 3}), timeout=10)
+    assert sorted(r["part"] for r in job.results) == [0, 2, 4]
+
+
+async def test_pipeline_over_a_unix_socket(
+    unix_redis: tuple[RedisServer, str], pipeline_name: str, tmp_path: Path
+) -> None:
+    _server, url = unix_redis
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
     async with running_pipeline(path, url) as pipeline:
         job = await pipeline.wait_async(await pipeline.submit_async({"parts": 3}), timeout=10)
     assert sorted(r["part"] for r in job.results) == [0, 2, 4]
