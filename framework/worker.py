@@ -1,17 +1,18 @@
 """StageWorker: one stage's consumer. Reader, runners, committer and housekeeper run as sibling
 tasks; the lease keeper runs in a thread so that a stalled event loop cannot lose a lease.
 
-    reader ──inbox──> runners (concurrency) ──outbox──> committer (commit.lua, batched)
+    reader ──inbox──> runners (concurrency) ──finished──> committer (commit.lua, batched)
        └─ XAUTOCLAIM expired leases, then XREADGROUP for free room only
+
+This module holds the reader and what the worker holds (leases, hand-back, settling committed
+messages); `runners.py` and `committer.py` hold the other two tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +21,8 @@ from redis.exceptions import ResponseError
 
 from framework.backpressure import Downstream, Gate
 from framework.channels import Channel
-from framework.commits import Finished, commit
+from framework.commits import Finished
+from framework.committer import Committer
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import (
     TRANSIENT_ERRORS,
@@ -30,7 +32,6 @@ from framework.connection import (
     SyncClient,
     retry_forever,
 )
-from framework.context import Context
 from framework.groups import (
     announce_consumer,
     ensure_groups,
@@ -44,13 +45,12 @@ from framework.leases import LeaseKeeper, hand_back, reclaim
 from framework.logs import logging_enabled
 from framework.maintenance import Housekeeper
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
+from framework.runners import Runners
 from framework.wire import Delivery, decode_flat_entry, raw_read_entries
 
 log = structlog.get_logger()
-SKIP = Skip()
 
 READ_BLOCK_MS = 500  # how long a read waits for work; also bounds how late a stop is noticed
-MAX_COMMIT = 500  # messages per commit.lua call
 
 
 class StageWorker:
@@ -70,19 +70,20 @@ class StageWorker:
     ) -> None:
         self.pipeline, self.stage, self.client, self.server = pipeline, stage, client, server
         self.function = function
-        self._reads, self._commits = reads, commits  # a connection each, for the hot path
+        self._reads = reads  # a connection of its own, as the committer has (channels.py)
         self.grace_period = grace_period
         self.consumer = consumer_name()
         self.capacity = 2 * stage.concurrency * (stage.batch or 1)
         self.log = log.bind(pipeline=pipeline.name, stage=stage.name, consumer=self.consumer)
         self._held: dict[str, Delivery] = {}
         self._lost: set[str] = set()
-        self._committing: list[Finished] = []  # in a commit.lua call right now
         self._inbox = Inbox()
-        self._finished: list[Finished] = []  # the committer's to-do list, in finishing order
-        self._commit_due = asyncio.Event()
         self._room = asyncio.Event()
         self._log_info = logging_enabled(logging.INFO)
+        self._committer = Committer(
+            commits, pipeline, stage, self.consumer, self._settle, self._redis_down
+        )
+        self._runners = Runners(stage, function, self._inbox, self._committer, self.log, client)
         self._leases = LeaseKeeper(
             lease_client,
             stage.input_stream,
@@ -118,8 +119,10 @@ class StageWorker:
         try:
             async with asyncio.TaskGroup() as group:
                 reader = group.create_task(self._read(stopping))
-                runners = [group.create_task(self._work()) for _ in range(self.stage.concurrency)]
-                committer = group.create_task(self._commit_loop())
+                runners = [
+                    group.create_task(self._runners.run()) for _ in range(self.stage.concurrency)
+                ]
+                committer = group.create_task(self._committer.run())
                 housekeeper = group.create_task(self._housekeeper.run(stopping))
                 await stopping.wait()
                 await reader
@@ -261,147 +264,14 @@ class StageWorker:
     def _on_lost(self, ids: list[str]) -> None:
         # A renewal that missed a message being committed just saw the commit's XACK; if the
         # lease was in fact lost, the commit says so (late_result_dropped).
-        committing = {delivery.message_id for delivery, _, _ in self._committing}
+        committing = {delivery.message_id for delivery, _, _ in self._committer.committing}
         lost = self._lost
         for message_id in ids:
             if message_id in self._held and message_id not in lost and message_id not in committing:
                 lost.add(message_id)
                 self.log.warning("lease_lost", message_id=message_id)
 
-    # -- runners -----------------------------------------------------------------------------
-
-    async def _work(self) -> None:
-        if self.stage.batch:
-            await self._work_in_batches(self.stage.batch)
-        elif self.function.direct is not None:
-            await self._work_direct(self.function.direct)
-        else:
-            await self._work_one_by_one()
-
-    async def _work_direct(self, function: Callable[[Any], Awaitable[Any]]) -> None:
-        """The common path, kept lean: it runs once per message. A plain `async def f(doc)` is
-        awaited right here, and a runner that finds work waiting takes it without awaiting."""
-        inbox, finished, due = self._inbox, self._finished, self._commit_due
-        take, get = inbox.take, inbox.get
-        prepare, outcome_of, failure = (
-            self.function.prepare,
-            self.function.outcome,
-            self.function.failure,
-        )
-        stage, clock = self.stage.name, time.perf_counter
-        started = clock()
-        while True:
-            delivery = take()
-            if delivery is None:
-                delivery = await get()
-                started = clock()  # else a call starts as the one before it ended
-            if delivery.target is not None and delivery.target != stage:
-                self._finish((delivery, SKIP, 0.0))
-                continue
-            argument = prepare(delivery)
-            if type(argument) is DeadLetter:
-                outcome: Outcome = argument
-            else:
-                try:
-                    result = await function(argument)
-                except Exception as error:  # user code: any failure is an outcome, not a crash
-                    outcome = failure(error, delivery)
-                else:
-                    outcome = outcome_of(result)
-            ended = clock()
-            finished.append((delivery, outcome, ended - started))
-            started = ended
-            due.set()
-
-    async def _work_one_by_one(self) -> None:
-        inbox, finish, call = self._inbox, self._finish, self.function.call
-        stage, context, clock = self.stage.name, self._context, time.perf_counter
-        while True:
-            delivery = inbox.take() or await inbox.get()
-            if delivery.target is not None and delivery.target != stage:
-                finish((delivery, SKIP, 0.0))
-                continue
-            started = clock()
-            outcome = await call(delivery, context(delivery))
-            finish((delivery, outcome, clock() - started))
-
-    async def _work_in_batches(self, batch: int) -> None:
-        while True:
-            taken = [await self._inbox.get()]
-            while len(taken) < batch and self._inbox:
-                taken.append(self._inbox.get_nowait())
-            await self._run(taken)
-
-    def _finish(self, finished: Finished) -> None:
-        """Hand a finished message to the committer (a list and an event: cheaper than a Queue)."""
-        self._finished.append(finished)
-        self._commit_due.set()
-
-    async def _run(self, deliveries: list[Delivery]) -> None:
-        mine = []
-        for delivery in deliveries:
-            if delivery.target is not None and delivery.target != self.stage.name:
-                self._finish((delivery, SKIP, 0.0))
-            else:
-                mine.append(delivery)
-        if not mine:
-            return
-        # A retried item runs alone: a poison payload must not keep failing its neighbours.
-        fresh = [d for d in mine if d.attempt <= 1]
-        groups = [fresh] if fresh else []
-        groups.extend([d] for d in mine if d.attempt > 1)
-        for group in groups:
-            started = time.perf_counter()
-            outcomes = await self.function.call_batch(group, self._batch_context(group))
-            elapsed = (time.perf_counter() - started) / len(group)
-            for delivery, outcome in zip(group, outcomes, strict=True):
-                self._finish((delivery, outcome, elapsed))
-
-    def _context(self, delivery: Delivery) -> Context | None:
-        if not self.function.wants_context:
-            return None
-        bound = self.log.bind(
-            job_id=delivery.job, message_id=delivery.message_id, attempt=delivery.attempt
-        )
-        return Context(
-            delivery.job, self.stage.name, delivery.attempt, delivery.message_id, bound, self.client
-        )
-
-    def _batch_context(self, group: list[Delivery]) -> Context | None:
-        contexts = tuple(self._context(d) for d in group)
-        if contexts[0] is None:
-            return None
-        items = tuple(c for c in contexts if c is not None)
-        return Context(**{**_fields(items[0]), "items": items})
-
-    # -- committer ---------------------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        while True:
-            await self._commit_due.wait()
-            finished = self._finished[:MAX_COMMIT]
-            del self._finished[:MAX_COMMIT]
-            if not self._finished:
-                self._commit_due.clear()
-            self._committing = finished
-            try:
-                # Shielded: a commit cut short by shutdown would leave its outcome unknown.
-                statuses = await asyncio.shield(
-                    retry_forever(
-                        functools.partial(
-                            commit,
-                            self._commits,
-                            self.pipeline,
-                            self.stage,
-                            self.consumer,
-                            finished,
-                        ),
-                        self._redis_down,
-                    )
-                )
-            finally:
-                self._committing = []
-            self._settle(finished, statuses)
+    # -- committed messages -----------------------------------------------------------------
 
     def _settle(self, finished: list[Finished], statuses: list[bool]) -> None:
         """Forget committed messages; log the ones worth a line. Runs once per message."""
@@ -447,14 +317,3 @@ class StageWorker:
             )
         elif isinstance(outcome, DeadLetter):
             self.log.error("dead_lettered", error=outcome.error, **fields)
-
-
-def _fields(context: Context) -> dict[str, Any]:
-    return {
-        "job_id": context.job_id,
-        "stage": context.stage,
-        "attempt": context.attempt,
-        "message_id": context.message_id,
-        "log": context.log,
-        "redis": context.redis,
-    }

@@ -1,0 +1,154 @@
+"""Runners: the tasks that take a worker's deliveries from its inbox, call the stage function and
+hand each finished message to the committer; `concurrency` of them per worker.
+
+One loop per kind of function: a plain `async def f(doc)` is awaited right in the loop (the
+common path, run once per message, so kept lean); any other function goes through
+`StageFunction.call` (threads, ctx, timeouts); a `batch:` function gets lists of payloads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from framework.committer import Committer
+from framework.config import StageSpec
+from framework.connection import AsyncClient
+from framework.context import Context
+from framework.inbox import Inbox
+from framework.invocation import StageFunction
+from framework.outcome import DeadLetter, Outcome, Skip
+from framework.wire import Delivery
+
+SKIP = Skip()
+
+
+class Runners:
+    """What each runner task of one worker runs (`run`), and the contexts handed to calls."""
+
+    def __init__(
+        self,
+        stage: StageSpec,
+        function: StageFunction,
+        inbox: Inbox,
+        committer: Committer,
+        log: FilteringBoundLogger,
+        client: AsyncClient,
+    ) -> None:
+        self.stage, self.function, self.inbox, self.committer = stage, function, inbox, committer
+        self.log, self.client = log, client
+
+    async def run(self) -> None:
+        """One runner: until cancelled."""
+        if self.stage.batch:
+            await self._in_batches(self.stage.batch)
+        elif self.function.direct is not None:
+            await self._direct(self.function.direct)
+        else:
+            await self._one_by_one()
+
+    async def _direct(self, function: Callable[[Any], Awaitable[Any]]) -> None:
+        """A plain `async def f(doc)`, awaited right here; work waiting is taken without an
+        await, so calls that finish at once run back to back in one runner."""
+        take, get = self.inbox.take, self.inbox.get
+        finished, due = self.committer.finished, self.committer.due
+        prepare, outcome_of, failure = (
+            self.function.prepare,
+            self.function.outcome,
+            self.function.failure,
+        )
+        stage, clock = self.stage.name, time.perf_counter
+        started = clock()
+        while True:
+            delivery = take()
+            if delivery is None:
+                delivery = await get()
+                started = clock()  # else a call starts as the one before it ended
+            if delivery.target is not None and delivery.target != stage:
+                self.committer.add((delivery, SKIP, 0.0))
+                continue
+            argument = prepare(delivery)
+            if type(argument) is DeadLetter:
+                outcome: Outcome = argument
+            else:
+                try:
+                    result = await function(argument)
+                except Exception as error:  # user code: any failure is an outcome, not a crash
+                    outcome = failure(error, delivery)
+                else:
+                    outcome = outcome_of(result)
+            ended = clock()
+            finished.append((delivery, outcome, ended - started))
+            started = ended
+            due.set()
+
+    async def _one_by_one(self) -> None:
+        inbox, add, call = self.inbox, self.committer.add, self.function.call
+        stage, context, clock = self.stage.name, self.context, time.perf_counter
+        while True:
+            delivery = inbox.take() or await inbox.get()
+            if delivery.target is not None and delivery.target != stage:
+                add((delivery, SKIP, 0.0))
+                continue
+            started = clock()
+            outcome = await call(delivery, context(delivery))
+            add((delivery, outcome, clock() - started))
+
+    async def _in_batches(self, batch: int) -> None:
+        while True:
+            taken = [await self.inbox.get()]
+            while len(taken) < batch and self.inbox:
+                taken.append(self.inbox.get_nowait())
+            await self._run_batch(taken)
+
+    async def _run_batch(self, deliveries: list[Delivery]) -> None:
+        mine = []
+        for delivery in deliveries:
+            if delivery.target is not None and delivery.target != self.stage.name:
+                self.committer.add((delivery, SKIP, 0.0))
+            else:
+                mine.append(delivery)
+        if not mine:
+            return
+        # A retried item runs alone: a poison payload must not keep failing its neighbours.
+        fresh = [d for d in mine if d.attempt <= 1]
+        groups = [fresh] if fresh else []
+        groups.extend([d] for d in mine if d.attempt > 1)
+        for group in groups:
+            started = time.perf_counter()
+            outcomes = await self.function.call_batch(group, self._batch_context(group))
+            elapsed = (time.perf_counter() - started) / len(group)
+            for delivery, outcome in zip(group, outcomes, strict=True):
+                self.committer.add((delivery, outcome, elapsed))
+
+    def context(self, delivery: Delivery) -> Context | None:
+        """The ctx for one call, or None for a function that takes none."""
+        if not self.function.wants_context:
+            return None
+        bound = self.log.bind(
+            job_id=delivery.job, message_id=delivery.message_id, attempt=delivery.attempt
+        )
+        return Context(
+            delivery.job, self.stage.name, delivery.attempt, delivery.message_id, bound, self.client
+        )
+
+    def _batch_context(self, group: list[Delivery]) -> Context | None:
+        contexts = tuple(self.context(d) for d in group)
+        if contexts[0] is None:
+            return None
+        items = tuple(c for c in contexts if c is not None)
+        return Context(**{**_fields(items[0]), "items": items})
+
+
+def _fields(context: Context) -> dict[str, Any]:
+    return {
+        "job_id": context.job_id,
+        "stage": context.stage,
+        "attempt": context.attempt,
+        "message_id": context.message_id,
+        "log": context.log,
+        "redis": context.redis,
+    }
