@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full check compose-check clean
+.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions check compose-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ bench: $(VENV)/.dev
 
 bench-full: $(VENV)/.dev
 	$(BIN)/python bench/bench.py --full
+
+# Instructions per job, counted by valgrind (apt-get install valgrind): figures that do not move
+# with the machine's load, and the throughput bound they set on 2 cores.
+bench-instructions: $(VENV)/.dev
+	$(BIN)/python bench/instructions.py
 
 compose-check:
 	docker compose config --quiet 2>/dev/null || docker-compose config -q

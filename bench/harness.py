@@ -33,19 +33,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server from PATH with no persistence: what is measured is the pipeline."""
+def start_redis(
+    workdir: Path, wrapper: tuple[str, ...] = (), wait: float = 10
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server from PATH with no persistence: what is measured is the pipeline.
+    `wrapper` runs it under another program (a profiler)."""
     port = free_port()
     binary = shutil.which("redis-server", path="/usr/local/bin:/usr/bin:/bin") or "redis-server"
     process = subprocess.Popen(
         [
-            *(binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir)),
-            *("--save", "", "--appendonly", "no", "--logfile", "redis.log"),
+            *(*wrapper, binary, "--port", str(port), "--bind", "127.0.0.1"),
+            *("--dir", str(workdir), "--save", "", "--appendonly", "no", "--logfile", "redis.log"),
         ],
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
-    wait_for(lambda: _answers(client), 10)
+    wait_for(lambda: _answers(client), wait)
     return process, url
 
 
@@ -110,6 +113,7 @@ class System:
         self.name, self.url, self.workdir = name, url, workdir
         self.processes: list[subprocess.Popen[bytes]] = []
         self.prefix = "{" + name + "}"
+        self.wrapper: tuple[str, ...] = ()  # a program each stage process runs under
 
     @property
     def input(self) -> str:
@@ -187,7 +191,7 @@ class Framework(System):
         env = {**os.environ, "REDIS_URL": self.url, "PIPELINE_LOG_LEVEL": "warning"}
         command = [sys.executable, "-m", "framework", "-f", str(folder / "pipeline.yaml")]
         return [
-            subprocess.Popen([*command, "worker", stage], env=env, cwd=ROOT)
+            subprocess.Popen([*self.wrapper, *command, "worker", stage], env=env, cwd=ROOT)
             for stage in self.workers
         ]
 
@@ -214,7 +218,7 @@ class HandLoop(System):
         return [
             subprocess.Popen(
                 [
-                    *(sys.executable, script, self.url, self.stream_before(stage)),
+                    *(*self.wrapper, sys.executable, script, self.url, self.stream_before(stage)),
                     *(f"{self.prefix}:{stage}", stage),
                 ]
             )

@@ -8,9 +8,12 @@ with the machine, so the figures in the README can always be rerun.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,3 +52,16 @@ def test_the_benchmark_refuses_an_unknown_case_in_one_line() -> None:
     assert done.returncode == 2
     assert "unknown case(s) speed" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instruction_counts_come_from_the_counted_process(tmp_path: Path) -> None:
+    """`make bench-instructions` counts what Redis executes while jobs drain, per job."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import instructions
+    from harness import HandLoop
+
+    per_job = instructions.redis_per_job(HandLoop, tmp_path, 300)
+    # A hand-loop job is 4 XREADGROUP entries, 4 XADDs and 4 XACKed ids: ~100,000 instructions
+    # on x86-64; counted a thousand times over, or not at all, it would be far out of this range.
+    assert 20_000 < per_job < 1_000_000
