@@ -18,6 +18,7 @@ from framework.connection import retry_forever
 from framework.scripts import AsyncRedis
 
 MAX_COMMIT = 500  # messages per commit.lua call
+CLOSE_TIMEOUT = 10.0  # how long a stopping worker waits for the commit on its way
 
 Settle = Callable[[list[Finished], list[bool]], None]  # the messages, and which were still ours
 RedisDown = Callable[[BaseException, float], None]
@@ -40,25 +41,40 @@ class Committer:
         self.finished: list[Finished] = []  # to commit, in finishing order
         self.due = asyncio.Event()  # set while `finished` holds something
         self.committing: list[Finished] = []  # in a commit.lua call right now
+        self._closing = False
 
     def add(self, item: Finished) -> None:
         self.finished.append(item)
         self.due.set()
 
     async def run(self) -> None:
+        """Until `close`: each commit is awaited right here, not in a task of its own, so that
+        its command leaves in the same turn of the loop as the committer wakes."""
         while True:
             await self.due.wait()
+            if self._closing and not self.finished:
+                return
             batch = self.finished[:MAX_COMMIT]
             del self.finished[:MAX_COMMIT]
-            if not self.finished:
+            if not self.finished and not self._closing:  # closing: go on until all is done
                 self.due.clear()
             self.committing = batch
             try:
-                # Shielded: a commit cut short by shutdown would leave its outcome unknown.
                 # Retried until it answers: giving up would run the stage again.
-                statuses = await asyncio.shield(
-                    retry_forever(functools.partial(self._commit, batch), self._redis_down)
+                statuses = await retry_forever(
+                    functools.partial(self._commit, batch), self._redis_down
                 )
             finally:
                 self.committing = []
             self._settle(batch, statuses)
+
+    async def close(self, task: asyncio.Task[None]) -> None:
+        """Commit what has finished, then stop `task` (the one running `run`). A commit still
+        unanswered after CLOSE_TIMEOUT (Redis away) is cut short: its messages stay pending,
+        and a later commit, hand-back or reclaim finds out whether it happened."""
+        self._closing = True
+        self.due.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
+        except TimeoutError:
+            task.cancel()

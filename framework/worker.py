@@ -127,8 +127,9 @@ class StageWorker:
                 await stopping.wait()
                 await reader
                 await self._drain()
-                for task in (*runners, committer, housekeeper):
+                for task in (*runners, housekeeper):
                     task.cancel()
+                await self._committer.close(committer)
         finally:
             await self._release_held()
             self._leases.stop()
@@ -242,8 +243,16 @@ class StageWorker:
                     lambda: ensure_groups(self.client, self.pipeline), self._redis_down
                 )
                 continue
-            for message_id, flat in raw_read_entries(reply):
+            entries = raw_read_entries(reply)
+            for message_id, flat in entries:
                 self._accept(decode_flat_entry(message_id, flat))
+            if entries:
+                # Two turns of the loop before the next read: a runner's, then the committer's.
+                # A call that finishes at once then has its commit sent before the next read
+                # is, which takes a command's send off each stage's path; under load this is
+                # two loop turns per read.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
 
     def _accept(self, delivery: Delivery) -> None:
         if delivery.message_id in self._held:

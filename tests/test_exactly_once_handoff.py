@@ -9,6 +9,8 @@ outcomes it is about, on both supported Redis versions.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ from servers import RedisServer
 from framework import commits, loader
 from framework.channels import Channel, open_channel
 from framework.commits import Finished
+from framework.committer import CLOSE_TIMEOUT, Committer
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import connect
 from framework.groups import ensure_groups
@@ -294,3 +297,38 @@ async def test_each_message_keeps_its_own_job_and_timing(
     assert [o["job"] for o in entries(redis_server, spec.keys.stage("a"))] == [*bare, "report-7"]
     assert [job(redis_server, spec, j)["a.ms"] for j in [*bare, "report-7"]] == ["1", "0", "250"]
     assert job(redis_server, spec, "report-7")["outstanding"] == "2"
+
+
+async def test_a_closing_committer_commits_what_finished_then_stops(
+    redis_server: RedisServer, spec: PipelineSpec, channel: Channel
+) -> None:
+    add_bare(redis_server, spec, 30)
+    settled: list[tuple[int, list[bool]]] = []
+    committer = Committer(
+        channel,
+        spec,
+        stage(spec, "a"),
+        "c1",
+        lambda batch, statuses: settled.append((len(batch), statuses)),
+        lambda error, delay: None,
+    )
+    task = asyncio.ensure_future(committer.run())
+    for finished in emitted(await deliver(channel, stage(spec, "a"))):
+        committer.add(finished)
+    started = time.monotonic()
+    await committer.close(task)  # right away: the 30 are not committed yet
+    assert time.monotonic() - started < CLOSE_TIMEOUT / 2  # it did not wait to be cut short
+    assert task.done()
+    assert sum(count for count, _ in settled) == 30
+    assert all(all(statuses) for _, statuses in settled)
+    assert pending(redis_server, spec.keys.input, "a") == 0
+
+
+async def test_an_idle_committer_stops_at_once(spec: PipelineSpec, channel: Channel) -> None:
+    committer = Committer(channel, spec, stage(spec, "a"), "c1", lambda b, s: None, print)
+    task = asyncio.ensure_future(committer.run())
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await committer.close(task)
+    assert time.monotonic() - started < CLOSE_TIMEOUT / 2
+    assert task.done()
