@@ -80,11 +80,12 @@ def _int(raw: dict[str, str], key: str) -> int | None:
     return int(value) if value is not None else None
 
 
-def _result_order(field: str) -> tuple[int, int, int]:
-    """`result.<message id>.<n>`: by the id of the message that produced it, then n."""
-    _, message_id, n = field.rsplit(".", 2) if field.count(".") >= 2 else (field, "0-0", "0")
+def _result_order(field: str) -> tuple[int, int, int, str]:
+    """`result.<stage>.<message id>.<n>`: in the order the results were made (by the id of the
+    message that produced them, then n); the stage only breaks ties between two last stages."""
+    prefix, message_id, n = field.rsplit(".", 2) if field.count(".") >= 3 else (field, "0-0", "0")
     milliseconds, _, sequence = message_id.partition("-")
-    return int(milliseconds or 0), int(sequence or 0), int(n)
+    return int(milliseconds or 0), int(sequence or 0), int(n or 0), prefix
 
 
 def _results(raw: dict[str, str]) -> list[Any]:

@@ -25,6 +25,7 @@ from framework.committer import CLOSE_TIMEOUT, Committer
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import connect
 from framework.groups import ensure_groups
+from framework.jobs import job_from_hash
 from framework.outcome import DeadLetter, Drop, Emit, RetryLater, Skip
 from framework.wire import Delivery, decode_flat_entry, raw_read_entries
 
@@ -132,7 +133,7 @@ async def test_a_plain_batch_goes_on_once_and_its_jobs_are_tracked_to_the_end(
     halfway = job(redis_server, spec, ids[0])
     assert halfway["state"] == "running"
     assert halfway["outstanding"] == "1"
-    assert "result." + ids[0] + ".1" not in halfway  # results are keyed by the message's id
+    assert f"result.d.{ids[0]}.1" not in halfway  # keyed by the id of d's input message
     assert sum(k.startswith("result.") for k in halfway) == 1
     assert entries(redis_server, spec.keys.done) == []
     await through(channel, spec, "b")
@@ -155,6 +156,35 @@ async def test_jobs_end_when_every_leaf_is_through_with_results_and_a_done_entry
     assert sorted(v for k, v in ended.items() if k.startswith("result.")) == ['{"n": 3}'] * 2
     with redis_server.client() as client:
         assert 0 < client.ttl(spec.keys.job(ids[3])) <= int(spec.result_ttl.total_seconds())
+
+
+async def test_two_last_stages_keep_both_results_when_their_inputs_have_the_same_id(
+    redis_server: RedisServer, spec: PipelineSpec, channel: Channel
+) -> None:
+    # c reads b's stream and d reads a's: two streams can hold an entry with the same id (XADD
+    # in the same millisecond), and then both results must still be in the job's hash.
+    job_id = "1-0"
+    with redis_server.client() as client:
+        client.hset(spec.keys.job(job_id), mapping={"state": "running", "outstanding": 2})
+        for stream in (spec.keys.stage("a"), spec.keys.stage("b")):
+            client.xadd(
+                stream, {"job": job_id, "data": b'{"via": "' + stream.encode() + b'"}'}, id="5-0"
+            )
+    for name in ("c", "d"):
+        delivered = await deliver(channel, stage(spec, name))
+        assert [d.message_id for d in delivered] == ["5-0"]
+        assert all(await commit(channel, spec, name, emitted(delivered)))
+    ended = job(redis_server, spec, job_id)
+    assert ended["state"] == "done"
+    assert sorted(k for k in ended if k.startswith("result.")) == [
+        "result.c.5-0.1",
+        "result.d.5-0.1",
+    ]
+    with redis_server.client() as client:
+        read = job_from_hash(
+            job_id, client.hgetall(spec.keys.job(job_id)), [s.name for s in spec.stages]
+        )
+    assert read.results == [{"via": spec.keys.stage("b")}, {"via": spec.keys.stage("a")}]
 
 
 async def test_a_repeated_commit_writes_nothing_twice(

@@ -50,6 +50,9 @@ local payloads = (times or jobs or ids) + plain
 local call = redis.call
 local none = {}
 local at_field, ms_field = stage .. ".at", stage .. ".ms"
+-- `result.<stage>.<message id>.<n>`: message ids are unique within a stream, not across two
+-- last stages (both streams can have an entry 1700000000000-0), so the stage is part of it.
+local result_field = "result." .. stage .. "."
 
 -- Ownership: what is still pending for this consumer in the batch's span of ids, in one query
 -- (a worker may hold many more messages than it commits at once: the span keeps this small).
@@ -60,7 +63,7 @@ for _, entry in ipairs(call("XPENDING", input, group, ARGV[9], ARGV[10], 1000000
 end
 
 -- Time this stage let go of the job's message (and, at the last stage, its result, under
--- `result.<message id>`: unique, so no counter is needed); on a source stage also the job's
+-- `result_field`: unique, so no counter is needed); on a source stage also the job's
 -- start: HSET answers how many fields are new, and an existing job hash always has `state`.
 local function touch(jobkey, job, id, elapsed, extra)
   if not source and extra == none then  -- the common case, without building a table
@@ -112,7 +115,7 @@ end
 local function results(id, payloads)
   local fields = {}
   for n, payload in ipairs(payloads) do
-    fields[#fields + 1] = "result." .. id .. "." .. n
+    fields[#fields + 1] = result_field .. id .. "." .. n
     fields[#fields + 1] = payload
   end
   return fields
@@ -124,13 +127,13 @@ local function last_stage_done(jobkey, job, id, elapsed, payload)
   local state = call("HMGET", jobkey, "outstanding", "failed")
   local left = (tonumber(state[1]) or 1) - 1  -- no hash (expired): this was its one message
   if left > 0 then
-    call("HSET", jobkey, "result." .. id .. ".1", payload, at_field, now, ms_field, elapsed,
+    call("HSET", jobkey, result_field .. id .. ".1", payload, at_field, now, ms_field, elapsed,
       "outstanding", tostring(left))
     return
   end
   local ending = "done"
   if state[2] then ending = "failed" end
-  call("HSET", jobkey, "result." .. id .. ".1", payload, at_field, now, ms_field, elapsed,
+  call("HSET", jobkey, result_field .. id .. ".1", payload, at_field, now, ms_field, elapsed,
     "state", ending, "finished", now, "outstanding", "0")
   call("EXPIRE", jobkey, ttl)
   call("XADD", done, "*", "job", job, "state", ending)
@@ -169,7 +172,7 @@ for i = 1, plain do
         "outstanding", fan == 1 and "1" or tostring(fan), "submitted", string.match(id, "^%d+"))
       call("EXPIRE", jobkey, ttl)
     elseif fan == 0 then
-      touch(jobkey, job, id, elapsed, {"result." .. id .. ".1", payload})
+      touch(jobkey, job, id, elapsed, {result_field .. id .. ".1", payload})
       settle(jobkey, job, 0)
     else
       touch(jobkey, job, id, elapsed, none)
