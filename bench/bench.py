@@ -98,14 +98,16 @@ def print_table(
         f"\nmachine: {info['cores']} cores, {info['cpu']}, Python {info['python']}, "
         f"Redis {info['redis']}; medians of {repeat} runs; {elapsed:.0f} s"
     )
+    width = max(len(row.case) for row in rows)
     header = (
-        f"{'case':46} {'framework':>10} {'hand loop/ideal':>16} {'ratio':>6} {'target':>8}  met"
+        f"{'case':{width}} {'framework':>10} {'hand loop/ideal':>16} {'ratio':>6} {'target':>8}"
+        "  met"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
         print(
-            f"{row.case:46} {row.framework:>10} {row.baseline:>16} {row.ratio:>6.2f} "
+            f"{row.case:{width}} {row.framework:>10} {row.baseline:>16} {row.ratio:>6.2f} "
             f"{row.target:>8}  {_verdict(row.met)}"
         )
 
