@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions check compose-check clean
+.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions bench-profile check compose-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench-full: $(VENV)/.dev
 # with the machine's load, and the throughput bound they set on 2 cores.
 bench-instructions: $(VENV)/.dev
 	$(BIN)/python bench/instructions.py
+
+# Where the stage workers' CPU goes under load, by layer and function (py-spy, in the dev extra).
+bench-profile: $(VENV)/.dev
+	$(BIN)/python bench/profile.py
 
 compose-check:
 	docker compose config --quiet 2>/dev/null || docker-compose config -q

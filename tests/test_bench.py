@@ -65,3 +65,26 @@ def test_instruction_counts_come_from_the_counted_process(tmp_path: Path) -> Non
     # A hand-loop job is 4 XREADGROUP entries, 4 XADDs and 4 XACKed ids: ~100,000 instructions
     # on x86-64; counted a thousand times over, or not at all, it would be far out of this range.
     assert 20_000 < per_job < 1_000_000
+
+
+def test_the_profile_samples_busy_workers_and_sorts_them_into_layers(tmp_path: Path) -> None:
+    """`make bench-profile`: py-spy attached to each of the 4 workers while jobs stream."""
+    out = tmp_path / "profile.txt"
+    done = subprocess.run(
+        [sys.executable, "bench/profile.py", "--seconds", "2", "--out", out],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert text == done.stdout.rsplit("written to", 1)[0]
+    head, layers, functions = text.split("\n\n")
+    jobs = int(head.splitlines()[0].rsplit(", ", 1)[1].split()[0].replace(",", ""))
+    assert jobs > 1000
+    layer_shares = {line[8:]: float(line[:6].rstrip("%")) for line in layers.splitlines()[1:]}
+    assert abs(sum(layer_shares.values()) - 100) < 1  # every busy sample in one layer
+    assert layer_shares["framework"] > 0
+    assert functions.splitlines()[0].endswith("function (self time)")
+    assert len(functions.splitlines()) > 5
