@@ -40,12 +40,20 @@ class Channel:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._connection: AbstractConnection | None = None
+        # Known once: isinstance on the cluster client goes through typing's Protocol checks.
+        self._cluster: redis.asyncio.cluster.RedisCluster | None = None
+        self._pool: redis.asyncio.ConnectionPool | None = None
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            self._cluster = client
+        else:
+            self._pool = client.connection_pool
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply, unparsed (bytes, lists, ints, None)."""
-        if isinstance(self._client, redis.asyncio.cluster.RedisCluster):
-            return await self._client.execute_command(*args)
-        pool = self._client.connection_pool
+        pool = self._pool
+        if pool is None:
+            assert self._cluster is not None
+            return await self._cluster.execute_command(*args)
         connection = self._connection
         if connection is None:
             connection = self._connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -69,8 +77,8 @@ class Channel:
         return await self.execute("EVAL", script, numkeys, *keys_and_args)
 
     async def aclose(self) -> None:
-        if self._connection is not None and isinstance(self._client, redis.asyncio.Redis):
-            await self._client.connection_pool.release(self._connection)
+        if self._connection is not None and self._pool is not None:
+            await self._pool.release(self._connection)
         self._connection = None
         await self._client.aclose()
 

@@ -194,7 +194,10 @@ class StageWorker:
             if room <= 0:
                 self._room.clear()
                 try:
-                    await asyncio.wait_for(self._room.wait(), timeout=READ_BLOCK_MS / 1000)
+                    # A timeout, not wait_for: a full worker waits here once per batch, and
+                    # wait_for would start a task for each wait.
+                    async with asyncio.timeout(READ_BLOCK_MS / 1000):
+                        await self._room.wait()
                 except TimeoutError:
                     pass
                 continue
