@@ -39,7 +39,7 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    memory_jobs = options.memory_jobs or (cases.FULL_MEMORY_JOBS if options.full else 60_000)
+    memory_jobs = options.memory_jobs or (cases.FULL_MEMORY_JOBS if options.full else 45_000)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         server, url = start_redis(Path(tmp))

@@ -46,7 +46,7 @@ class Settings:
     jobs: int = 10_000
     concurrency: int = 100
     latency_jobs: int = 150
-    memory_jobs: int = 60_000
+    memory_jobs: int = 45_000
 
 
 def _client(settings: Settings) -> redis.Redis:
