@@ -54,7 +54,7 @@ bench-instructions: $(VENV)/.dev
 
 # Where the stage workers' CPU goes under load, by layer and function (py-spy, in the dev extra).
 bench-profile: $(VENV)/.dev
-	$(BIN)/python bench/profile.py
+	$(BIN)/python bench/worker_profile.py
 
 compose-check:
 	docker compose config --quiet 2>/dev/null || docker-compose config -q

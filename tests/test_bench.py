@@ -55,9 +55,11 @@ def test_the_benchmark_refuses_an_unknown_case_in_one_line() -> None:
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
-def test_instruction_counts_come_from_the_counted_process(tmp_path: Path) -> None:
+def test_instruction_counts_come_from_the_counted_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`make bench-instructions` counts what Redis executes while jobs drain, per job."""
-    sys.path.insert(0, str(ROOT / "bench"))
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # for this test only
     import instructions
     from harness import HandLoop
 
@@ -71,7 +73,7 @@ def test_the_profile_samples_busy_workers_and_sorts_them_into_layers(tmp_path: P
     """`make bench-profile`: py-spy attached to each of the 4 workers while jobs stream."""
     out = tmp_path / "profile.txt"
     done = subprocess.run(
-        [sys.executable, "bench/profile.py", "--seconds", "2", "--out", out],
+        [sys.executable, "bench/worker_profile.py", "--seconds", "2", "--out", out],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ summed and shown twice: by the function that was running (self time, the hot spo
 the layer it belongs to (this framework, redis-py, hiredis, the event loop, orjson, ...), so a
 change shows up as a shift between layers rather than as one run's noise.
 
-    python bench/profile.py [--seconds 8] [--top 20] [--out bench/results/profile.txt]
+    python bench/worker_profile.py [--seconds 8] [--top 20] [--out bench/results/profile.txt]
 
 Needs py-spy (`pip install py-spy`, in the `dev` extra) and the right to ptrace (root, or
 `kernel.yama.ptrace_scope=0`).
@@ -170,7 +170,7 @@ def main() -> None:
     # The virtualenv's py-spy first: make runs this with the venv's python, not its PATH.
     py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     if py_spy is None:
-        sys.exit("bench/profile.py needs py-spy: pip install py-spy (in the dev extra)")
+        sys.exit("bench/worker_profile.py needs py-spy: pip install py-spy (in the dev extra)")
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         counts, jobs = profile(py_spy, options.seconds, Path(tmp))
     text = report(counts, jobs, options.seconds, options.top)
