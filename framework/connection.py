@@ -104,6 +104,9 @@ def _options(
     url: str, socket_timeout: float | None = SOCKET_TIMEOUT, keepalive: dict[int, int] | None = None
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
+        # RESP2 whatever redis-py's default (8.x speaks RESP3 unless told): the replies the
+        # engine reads raw keep one shape, and proxies that only speak RESP2 work too.
+        "protocol": 2,
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": 5.0,
         "health_check_interval": 0,

@@ -36,7 +36,8 @@ def read_reply(reply: object) -> list[tuple[bytes, Entries]]:
 
 def raw_read_entries(reply: object) -> list[tuple[bytes, list[bytes]]]:
     """Entries of an XREADGROUP reply as hiredis parsed it (`channels.Channel`):
-    a map of stream to entries under RESP3, a list of [stream, entries] under RESP2; each
+    a list of [stream, entries] under RESP2, which our connections speak (a map of stream to
+    entries under RESP3, for a client configured otherwise); each
     entry is [id, [field, value, ...]] (a list, unpacked like the pair it is typed as).
     Skipping redis-py's per-entry dicts is a hot-path win.
     """
