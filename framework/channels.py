@@ -10,8 +10,9 @@ error classes (NoScriptError, ResponseError, ConnectionError).
 
 Such a connection has no read timeout: a reply is awaited for as long as the server takes
 (XREADGROUP BLOCK answers within its block time), and a dead peer or a silent network is
-found by TCP keepalive within about 11 s. On Redis Cluster, where commands go to the node
-that owns the slot, a channel sends through the cluster client instead.
+found by TCP keepalive within about 11 s, or within 20 s while a command is unacknowledged.
+On Redis Cluster, where commands go to the node that owns the slot, a channel sends through
+the cluster client instead.
 """
 
 from __future__ import annotations
@@ -26,16 +27,24 @@ from redis.asyncio.connection import AbstractConnection
 
 from framework.connection import AsyncClient, connect, leave_unparsed
 
-# Probe after 5 s of silence, every 2 s, give up after 3 unanswered probes.
+# Probe after 5 s of silence, every 2 s, give up after 3 unanswered probes. Probes go only on
+# an idle connection: a command whose bytes the peer never acknowledges is given up after 20 s
+# (TCP_USER_TIMEOUT, ms) instead of the kernel's ~15 minutes of retransmission.
 KEEPALIVE = {
     option: value
-    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3))
+    for name, value in (
+        ("TCP_KEEPIDLE", 5),
+        ("TCP_KEEPINTVL", 2),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 20_000),
+    )
     if (option := getattr(socket, name, None)) is not None
 }
 
 
 class Channel:
-    """Commands one at a time over a connection of its own; raw RESP2 replies."""
+    """Commands one at a time over a connection of its own; raw RESP2 replies (connections
+    are opened with protocol 2, `connection._options`)."""
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client

@@ -4,6 +4,7 @@ step again after the connection is lost or a command is cancelled on its way."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 import redis
@@ -79,3 +80,21 @@ async def test_a_command_cancelled_mid_wait_does_not_hand_its_reply_to_the_next(
         await channel.aclose()
         with redis_server.client() as client:
             client.delete(stream)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux's")
+async def test_a_silent_network_is_given_up_on_by_keepalive_and_user_timeout(
+    redis_server: RedisServer,
+) -> None:
+    """A channel has no read timeout; the socket options are what end a wait on a dead peer."""
+    channel = await open_channel(redis_server.url)
+    try:
+        await channel.execute("PING")
+        connection = channel._connection
+        assert connection is not None
+        sock = connection._writer.get_extra_info("socket")  # type: ignore[union-attr]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 20_000
+    finally:
+        await channel.aclose()
