@@ -96,24 +96,25 @@ class Feeder(threading.Thread):
                 time.sleep(0.01)
 
 
-def profile(py_spy: str, seconds: float, workdir: Path) -> tuple[Counter[str], int]:
+def profile(py_spy: str, seconds: int, workdir: Path) -> tuple[Counter[str], int]:
+    """Busy samples of the 4 workers, and the jobs that finished while they were taken."""
     server, url = start_redis(workdir)
     client = redis.Redis.from_url(url)
     # Retention and a short result_ttl keep Redis's memory bounded however long it runs.
     top = "retention:\n  max_len: 100000\nresult_ttl: 5s"
     system = Framework("bench", url, workdir, noop_stages(100), top=top)
+    feeder = Feeder(system)
     try:
         system.start()
         system.warm_up(client)
-        done_before = system.finished(client)
-        feeder = Feeder(system)
         feeder.start()
         time.sleep(1)  # a full backlog before sampling starts
+        done_before = system.finished(client)
         samplers = [
             subprocess.Popen(
                 [
                     *(py_spy, "record", "--format", "raw", "--rate", str(RATE), "--nonblocking"),
-                    *("--duration", str(int(seconds)), "--pid", str(worker.pid)),
+                    *("--duration", str(seconds), "--pid", str(worker.pid)),
                     *("--output", str(workdir / f"worker-{worker.pid}.txt")),
                 ],
                 stdout=subprocess.DEVNULL,
@@ -121,15 +122,17 @@ def profile(py_spy: str, seconds: float, workdir: Path) -> tuple[Counter[str], i
             )
             for worker in system.processes
         ]
-        for sampler in samplers:
-            _, error = sampler.communicate(timeout=seconds + 60)
-            if sampler.returncode != 0:
-                sys.exit(f"py-spy failed: {error.decode().strip().splitlines()[-1:]}")
-        feeder.stopping.set()
-        feeder.join()
+        errors = [sampler.communicate(timeout=seconds + 60)[1] for sampler in samplers]
         jobs = system.finished(client) - done_before
-        system.stop()
+        failed = [e for sampler, e in zip(samplers, errors, strict=True) if sampler.returncode]
+        if failed:
+            lines = failed[0].decode().strip().splitlines() or ["no output"]
+            sys.exit(f"py-spy failed: {lines[-1]}")
     finally:
+        feeder.stopping.set()
+        if feeder.is_alive():
+            feeder.join()
+        system.stop()
         server.terminate()
         server.wait(60)
     counts: Counter[str] = Counter()
@@ -138,7 +141,7 @@ def profile(py_spy: str, seconds: float, workdir: Path) -> tuple[Counter[str], i
     return counts, jobs
 
 
-def report(counts: Counter[str], jobs: int, seconds: float, top: int) -> str:
+def report(counts: Counter[str], jobs: int, seconds: int, top: int) -> str:
     total = sum(counts.values()) or 1
     layers: Counter[str] = Counter()
     for frame, count in counts.items():
@@ -146,7 +149,7 @@ def report(counts: Counter[str], jobs: int, seconds: float, top: int) -> str:
     busy_us = total / RATE * 1e6
     lines = [
         f"py-spy, 4 no-op stage workers, {seconds:.0f} s at {RATE} samples/s each: "
-        f"{total:,} busy samples, {jobs:,} jobs through",
+        f"{total:,} busy samples, {jobs:,} jobs through while sampled",
         f"CPU per message and stage: ~{busy_us / max(jobs, 1) / 4:.1f} us "
         "(busy samples / rate / jobs / 4 stages)",
         "",
@@ -163,7 +166,7 @@ def report(counts: Counter[str], jobs: int, seconds: float, top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8, help="how long each worker is sampled")
+    parser.add_argument("--seconds", type=int, default=8, help="how long each worker is sampled")
     parser.add_argument("--top", type=int, default=20, help="how many functions to list")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile.txt")
     options = parser.parse_args()

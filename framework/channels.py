@@ -49,20 +49,19 @@ class Channel:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._connection: AbstractConnection | None = None
-        # Known once: isinstance on the cluster client goes through typing's Protocol checks.
-        self._cluster: redis.asyncio.cluster.RedisCluster | None = None
-        self._pool: redis.asyncio.ConnectionPool | None = None
-        if isinstance(client, redis.asyncio.cluster.RedisCluster):
-            self._cluster = client
-        else:
-            self._pool = client.connection_pool
+        # None on a cluster, known once: isinstance on the cluster client goes through typing's
+        # Protocol checks, too slow for every command.
+        self._pool: redis.asyncio.ConnectionPool | None = (
+            None
+            if isinstance(client, redis.asyncio.cluster.RedisCluster)
+            else client.connection_pool
+        )
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply, unparsed (bytes, lists, ints, None)."""
         pool = self._pool
         if pool is None:
-            assert self._cluster is not None
-            return await self._cluster.execute_command(*args)
+            return await self._client.execute_command(*args)
         connection = self._connection
         if connection is None:
             connection = self._connection = await pool.get_connection()  # type: ignore[no-untyped-call]

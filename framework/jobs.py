@@ -85,7 +85,7 @@ def _result_order(field: str) -> tuple[int, int, int, str]:
     message that produced them, then n); the stage only breaks ties between two last stages."""
     prefix, message_id, n = field.rsplit(".", 2) if field.count(".") >= 3 else (field, "0-0", "0")
     milliseconds, _, sequence = message_id.partition("-")
-    return int(milliseconds or 0), int(sequence or 0), int(n or 0), prefix
+    return int(milliseconds or 0), int(sequence or 0), int(n), prefix
 
 
 def _results(raw: dict[str, str]) -> list[Any]:
