@@ -115,10 +115,12 @@ class StageFunction:
 
     def prepare(self, delivery: Delivery) -> Any | DeadLetter:
         """The argument for one payload, or the dead letter it earns without running."""
+        if delivery.problem is not None:
+            return DeadLetter(delivery.problem)
         if delivery.attempt > self.spec.max_attempts:
             return DeadLetter(
-                f"delivered {delivery.attempt} times without finishing (max_attempts "
-                f"{self.spec.max_attempts}); the worker died or was killed each time"
+                f"ran {delivery.attempt - 1} times (max_attempts {self.spec.max_attempts}), "
+                "the last without finishing: its worker died or was killed"
             )
         if len(delivery.data) > self.max_payload:
             return DeadLetter(

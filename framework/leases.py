@@ -92,7 +92,7 @@ async def reclaim(
     deliveries = []
     for message_id, deliveries_so_far, flat in reply[1:]:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        deliveries.append(decode_entry(message_id, fields, int(deliveries_so_far)))
+        deliveries.append(decode_entry(message_id, fields, int(deliveries_so_far), claimed=True))
     return next_cursor, deliveries
 
 
@@ -112,4 +112,17 @@ async def hand_back(
     args: list[Any] = [group, consumer, int(lease.total_seconds() * 1000)]
     for delivery in held:
         args += [delivery.message_id, max(delivery.deliveries - 1, 0)]
-    return int(await scripts.script(scripts.RELEASE)(client, [stream], args))
+    return len(await scripts.script(scripts.RELEASE)(client, [stream], args))
+
+
+async def count_runs(
+    client: AsyncClient, stream: str, group: str, consumer: str, claimed: list[Delivery]
+) -> set[str]:
+    """Count the runs of reclaimed messages that are about to start (reclaim.lua did not count
+    their claim); returns the ids still ours. Awaited before the call: a run that kills its
+    worker must have been counted, or a poison message would be run forever."""
+    args: list[Any] = [group, consumer, 0]
+    for delivery in claimed:
+        args += [delivery.message_id, delivery.deliveries]
+    reply = await scripts.script(scripts.RELEASE)(client, [stream], args)
+    return {i.decode() if isinstance(i, bytes) else str(i) for i in reply}

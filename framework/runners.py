@@ -8,6 +8,7 @@ common path, run once per message, so kept lean); any other function goes throug
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,10 +17,11 @@ from structlog.typing import FilteringBoundLogger
 
 from framework.committer import Committer
 from framework.config import StageSpec
-from framework.connection import AsyncClient
+from framework.connection import TRANSIENT_ERRORS, AsyncClient
 from framework.context import Context
 from framework.inbox import Inbox
 from framework.invocation import StageFunction
+from framework.leases import count_runs
 from framework.outcome import DeadLetter, Outcome, Skip
 from framework.wire import Delivery
 
@@ -37,9 +39,10 @@ class Runners:
         committer: Committer,
         log: FilteringBoundLogger,
         client: AsyncClient,
+        consumer: str,
     ) -> None:
         self.stage, self.function, self.inbox, self.committer = stage, function, inbox, committer
-        self.log, self.client = log, client
+        self.log, self.client, self.consumer = log, client, consumer
 
     async def run(self) -> None:
         """One runner: until cancelled."""
@@ -70,6 +73,8 @@ class Runners:
             if delivery.target is not None and delivery.target != stage:
                 self.committer.add((delivery, SKIP, 0.0))
                 continue
+            if delivery.claimed and not await self.counted([delivery]):
+                continue
             argument = prepare(delivery)
             if type(argument) is DeadLetter:
                 outcome: Outcome = argument
@@ -93,6 +98,8 @@ class Runners:
             if delivery.target is not None and delivery.target != stage:
                 add((delivery, SKIP, 0.0))
                 continue
+            if delivery.claimed and not await self.counted([delivery]):
+                continue
             started = clock()
             outcome = await call(delivery, context(delivery))
             add((delivery, outcome, clock() - started))
@@ -111,6 +118,8 @@ class Runners:
                 self.committer.add((delivery, SKIP, 0.0))
             else:
                 mine.append(delivery)
+        if any(d.claimed for d in mine):
+            mine = await self.counted(mine)
         if not mine:
             return
         # A retried item runs alone: a poison payload must not keep failing its neighbours.
@@ -123,6 +132,32 @@ class Runners:
             elapsed = (time.perf_counter() - started) / len(group)
             for delivery, outcome in zip(group, outcomes, strict=True):
                 self.committer.add((delivery, outcome, elapsed))
+
+    async def counted(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Count the runs of the reclaimed among `deliveries` before they start; returns those
+        to run. One another worker has reclaimed meanwhile is not run: the committer hears of
+        it as not ours, as it would of its late result."""
+        claimed = [d for d in deliveries if d.claimed]
+        stage, delay = self.stage, 0.05
+        while True:
+            try:
+                ours = await count_runs(
+                    self.client, stage.input_stream, stage.name, self.consumer, claimed
+                )
+                break
+            except TRANSIENT_ERRORS as error:  # never run one uncounted: it may kill us
+                self.log.warning("redis_unavailable", error=str(error), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        runnable = []
+        for delivery in deliveries:
+            if delivery.claimed:
+                delivery.claimed = False
+                if delivery.message_id not in ours:
+                    self.committer.add((delivery, SKIP, 0.0))
+                    continue
+            runnable.append(delivery)
+        return runnable
 
     def context(self, delivery: Delivery) -> Context | None:
         """The ctx for one call, or None for a function that takes none."""

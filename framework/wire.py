@@ -58,7 +58,10 @@ def decode_flat_entry(message_id: bytes, flat: list[bytes]) -> Delivery:
     fresh message (job and data, in the order the engine writes them) without a dict."""
     length = len(flat)
     if length == 4 and flat[0] == b"job" and flat[2] == b"data":
-        return Delivery(message_id.decode(), flat[1].decode(), flat[3], "", 1, 1)
+        try:
+            return Delivery(message_id.decode(), flat[1].decode(), flat[3], "", 1, 1)
+        except UnicodeDecodeError:
+            pass  # decode_entry says what is wrong
     if length == 2 and flat[0] == b"data":  # `XADD input * data ...`: its own job
         entry_id = message_id.decode()
         return Delivery(entry_id, entry_id, flat[1], "", 1, 1)
@@ -76,15 +79,36 @@ class Delivery:
     attempt: int
     deliveries: int = 1  # of this entry to this group; a handed-back message gives one back
     target: str | None = None  # set on retries: the only stage that should run it
+    # Reclaimed from a silent worker: Redis counts this delivery only once its run starts
+    # (reclaim.lua sets the count back; the worker sets it forward as it starts the call).
+    claimed: bool = False
+    problem: str | None = None  # an entry that cannot be read: it goes to the dead letters
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def decode_entry(message_id: bytes | str, fields: Fields, deliveries: int = 1) -> Delivery:
-    """Read a stream entry; `deliveries` is how often the group has handed it out."""
+def decode_entry(
+    message_id: bytes | str, fields: Fields, deliveries: int = 1, *, claimed: bool = False
+) -> Delivery:
+    """Read a stream entry; `deliveries` is how often the group has handed it out.
+
+    Any client can write to a stream: an entry whose fields are not text, or whose `attempt`
+    is not a number, becomes a delivery that is dead-lettered with the reason, never an
+    exception that would stop the worker's reader on it (and on everything behind it).
+    """
     entry_id = message_id.decode() if type(message_id) is bytes else str(message_id)
+    try:
+        delivery = _decode(entry_id, fields, deliveries)
+    except (UnicodeDecodeError, ValueError) as error:
+        delivery = _unreadable(entry_id, fields, deliveries, error)
+    if claimed:
+        delivery.claimed = True
+    return delivery
+
+
+def _decode(entry_id: str, fields: Fields, deliveries: int) -> Delivery:
     data = fields.get(b"data")
     if data is None:
         bare = {_text(key): _text(value) for key, value in fields.items()}
@@ -104,6 +128,41 @@ def decode_entry(message_id: bytes | str, fields: Fields, deliveries: int = 1) -
         deliveries,
         target.decode() if target else None,
     )
+
+
+def _unreadable(entry_id: str, fields: Fields, deliveries: int, error: Exception) -> Delivery:
+    """A delivery for an entry that breaks the wire format, shown with its bytes escaped."""
+    bad = [key for key, value in fields.items() if not _is_text(key) or not _is_text(value)]
+    bad = [key for key in bad if key != b"data"] or bad  # bad JSON bytes say so when parsed
+    if isinstance(error, UnicodeDecodeError) and bad:
+        problem = f"entry field {_shown(bad[0])!r} is not UTF-8 text"
+    else:
+        problem = f"entry field 'attempt' is not a number: {_shown(fields[b'attempt'])!r}"
+    job = fields.get(b"job")
+    data = fields.get(b"data")
+    if data is None:
+        data = orjson.dumps({_shown(key): _shown(value) for key, value in fields.items()})
+    return Delivery(
+        entry_id,
+        job.decode() if job is not None and _is_text(job) else entry_id,
+        data,
+        "",
+        deliveries,
+        deliveries,
+        problem=problem,
+    )
+
+
+def _is_text(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _shown(raw: bytes) -> str:
+    return raw.decode(errors="backslashreplace")
 
 
 def encode_payload(payload: object, max_payload: int) -> bytes:

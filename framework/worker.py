@@ -83,7 +83,9 @@ class StageWorker:
         self._committer = Committer(
             commits, pipeline, stage, self.consumer, self._settle, self._redis_down
         )
-        self._runners = Runners(stage, function, self._inbox, self._committer, self.log, client)
+        self._runners = Runners(
+            stage, function, self._inbox, self._committer, self.log, client, self.consumer
+        )
         self._leases = LeaseKeeper(
             lease_client,
             stage.input_stream,

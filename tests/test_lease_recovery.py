@@ -1,5 +1,6 @@
 """Leases: a live worker keeps its messages however long the call takes (even when the call
-blocks the event loop), and a killed worker's messages move on within about two leases."""
+blocks the event loop), a killed worker's messages move on within about two leases, and a
+message that kills every worker that runs it costs its neighbours nothing."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def slow_in_thread(doc, ctx):
 async def blocks_the_loop(doc, ctx):
     _mark(doc, ctx)
     time.sleep(3)  # a synchronous model call inside async def: the event loop stalls
+    return doc
+
+def dies_on_poison(doc, ctx):
+    _mark(doc, ctx)
+    if doc.get("poison"):
+        os.kill(os.getpid(), 9)
     return doc
 
 def stuck_first_time(doc, ctx):
@@ -110,3 +117,44 @@ def test_a_killed_workers_message_moves_on_within_about_two_leases(
     assert sorted(statuses) == [-9, 0]
     assert [attempt for _job, attempt, _pid in runs(runs_file)] == ["1", "2"]
     assert moved_after < 3.0, f"took {moved_after:.2f}s with a 1s lease"
+
+
+@pytest.mark.slow
+def test_a_message_that_kills_its_worker_is_dead_lettered_and_its_neighbours_finish(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    # concurrency 1 holds two messages: the poison, and a neighbour read with it that never
+    # starts before the worker dies. Each restart reclaims both; only the poison's runs count.
+    stage = 'fragile:\n  function: "{mod}:dies_on_poison"\n  max_attempts: 3'
+    path = write_pipeline(tmp_path, pipeline_name, stage, CODE, TOP)
+    runs_file, log = tmp_path / "runs.txt", tmp_path / "w.log"
+    client = redis7.client()
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        poison = pipeline.submit({"poison": True})
+        fine = pipeline.submit_many([({"n": n}, None) for n in range(3)])
+    worker, restarts = None, 0
+    try:
+        deadline = time.monotonic() + 60
+        ended = ("done", "failed")
+        while sum(job_states(client, pipeline_name, [poison, *fine])[s] for s in ended) < 4:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            if worker is None or worker.poll() is not None:
+                worker = start_worker(
+                    path, "fragile", redis7.url, log=log, RUNS_FILE=str(runs_file)
+                )
+                restarts += 1
+            time.sleep(0.1)
+    finally:
+        if worker is not None:
+            stop(worker)
+    assert job_states(client, pipeline_name, [poison]) == {"failed": 1}
+    assert job_states(client, pipeline_name, fine) == {"done": 3}
+    poison_runs = [attempt for job, attempt, _pid in runs(runs_file) if job == poison]
+    assert poison_runs == ["1", "2", "3"]
+    assert restarts == 4  # three killed, one that dead-letters the poison and runs the rest
+    [(_id, letter)] = client.xrange(f"{{{pipeline_name}}}:dead")
+    assert letter[b"job"].decode() == poison
+    assert b"ran 3 times (max_attempts 3)" in letter[b"error"]
+    assert Counter(job for job, _a, _p in runs(runs_file) if job != poison) == dict.fromkeys(
+        fine, 1
+    )

@@ -118,3 +118,31 @@ async def test_bare_xadd_without_data_is_a_job_whose_id_is_the_entry_id(
         job = await pipeline.wait_async(entry.decode(), timeout=10)
     assert job.state == "done"
     assert job.result == {"got": {"prompt": "Summarize this", "user_id": "12345"}}
+
+
+async def test_entries_that_break_the_wire_format_are_dead_lettered_and_the_reader_goes_on(
+    redis_server: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    code = "def echo(doc):\n    return {'got': doc}\n"
+    path = write_pipeline(tmp_path, pipeline_name, 'only:\n  function: "{mod}:echo"', code)
+    async with running_pipeline(path, redis_server.url) as pipeline:
+        client = await pipeline.client()
+        stream = f"{{{pipeline_name}}}:input"
+        bad = {
+            "bare field": {"blob": b"\xff\xfe\x00bin"},
+            "trace": {"data": b"{}", "trace": b"\xff"},
+            "job": {"job": b"\xc3(", "data": b"{}"},
+            "attempt": {"data": b"{}", "for": b"only", "attempt": b"many"},
+        }
+        ids = {what: (await client.xadd(stream, fields)).decode() for what, fields in bad.items()}
+        good = await pipeline.submit_async({"n": 1})
+        jobs = await pipeline.wait_all_async([*ids.values(), good], timeout=15)
+    assert jobs[good].result == {"got": {"n": 1}}
+    assert {jobs[job].state for job in ids.values()} == {"failed"}
+    letters = {letter["id"]: letter for letter in dead_letters(redis_server, pipeline_name)}
+    assert letters[ids["bare field"]]["error"] == "entry field 'blob' is not UTF-8 text"
+    assert letters[ids["bare field"]]["data"] == '{"blob":"\\\\xff\\\\xfe\\u0000bin"}'
+    assert letters[ids["trace"]]["error"] == "entry field 'trace' is not UTF-8 text"
+    assert letters[ids["job"]]["error"] == "entry field 'job' is not UTF-8 text"
+    assert letters[ids["job"]]["job"] == ids["job"]  # no readable job id: the entry's own
+    assert letters[ids["attempt"]]["error"] == "entry field 'attempt' is not a number: 'many'"

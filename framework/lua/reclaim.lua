@@ -4,6 +4,11 @@
 -- Cache for Redis Basic/Standard/Premium). Each claimed message comes back with its delivery
 -- count, so the worker can count attempts that never finished.
 --
+-- The claim itself is not counted: the count is set back by one here, and the worker sets it
+-- forward (release.lua) when the message's run starts. So a message that was only held, not
+-- run, when its worker died (one read with a message that kills every worker) costs no
+-- attempt however often that happens; a run that kills its worker costs one.
+--
 -- KEYS[1]  input stream
 -- ARGV[1]  group       ARGV[2]  consumer      ARGV[3]  min idle in ms
 -- ARGV[4]  cursor      ARGV[5]  count         ARGV[6]  "1" to use XAUTOCLAIM
@@ -39,6 +44,7 @@ for _, entry in ipairs(claimed) do
     local p = redis.call("XPENDING", stream, group, id, id, 1)
     local deliveries = 1
     if #p == 1 then deliveries = p[1][4] end
+    redis.call("XCLAIM", stream, group, consumer, 0, id, "RETRYCOUNT", deliveries - 1, "JUSTID")
     result[#result + 1] = {id, deliveries, fields}
   end
 end
