@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import redis
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -69,10 +70,34 @@ def _check_function(value: str) -> str:
 
 
 def _check_url(value: str) -> str:
-    if value == "embedded" or (value.startswith(_URL_SCHEMES) and "://" in value[:-1]):
+    if value == "embedded":
         return value
     shown = re.sub(r"//[^@/]*@", "//***@", value)  # never echo a password into logs
-    raise ValueError(f"must be 'embedded' or a redis://, rediss:// or unix:// URL, got {shown!r}")
+    if not (value.startswith(_URL_SCHEMES) and "://" in value[:-1]):
+        raise ValueError(
+            f"must be 'embedded' or a redis://, rediss:// or unix:// URL, got {shown!r}"
+        )
+    problem = _url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{shown!r} is not a usable Redis URL: {problem}")
+    return value
+
+
+def _url_problem(url: str) -> str | None:
+    """What redis-py would trip over when connecting (a bad port, database or option), found
+    now: building a connection object parses everything and opens no socket."""
+    if not url.startswith("unix://"):
+        database = url.partition("://")[2].partition("?")[0].partition("/")[2]
+        if database and not database.isdigit():  # redis-py would quietly use database 0
+            return f"the database after the host must be a number, got {database!r}"
+    try:
+        redis.ConnectionPool.from_url(url).make_connection()
+    except TypeError as error:  # an option in the query string that no connection takes
+        unknown = re.search(r"argument '(\w+)'", str(error))
+        return f"unknown option {unknown.group(1)!r}" if unknown else str(error)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _not_bool(value: object) -> object:

@@ -45,6 +45,10 @@ def import_function(spec: StageSpec, base_dir: Path, source: str) -> Callable[..
         raise StageImportError(
             source, field, f"cannot import {module_name!r}: {type(error).__name__}: {error}"
         ) from None
+    except SystemExit as error:  # a module that exits as it is imported (a script's main)
+        raise StageImportError(
+            source, field, f"cannot import {module_name!r}: it called sys.exit({error.code!r})"
+        ) from None
     function = getattr(module, attribute, None)
     if function is None:
         raise StageImportError(source, field, f"module {module_name!r} has no {attribute!r}")

@@ -112,7 +112,7 @@ class Pipeline:
         """Queue many jobs in pipelined round trips; returns their ids in order."""
         encoded = [(self._encode(data), job_id) for data, job_id in jobs]
         for _, job_id in encoded:
-            if job_id is not None and not _valid_job_id(job_id):
+            if job_id is not None and not valid_job_id(job_id):
                 raise PayloadError(f"job id {job_id!r} must be 1-200 characters, no whitespace")
         client = await self.client()
         first = self.spec.first
@@ -255,7 +255,7 @@ def _seconds(duration: timedelta) -> int:
     return max(int(duration.total_seconds()), 1)
 
 
-def _valid_job_id(job_id: str) -> bool:
+def valid_job_id(job_id: str) -> bool:
     return 0 < len(job_id) <= 200 and not any(ch.isspace() for ch in job_id)
 
 

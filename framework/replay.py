@@ -26,6 +26,7 @@ from framework.wire import decode_entry
 
 PAGE = 200
 ENTRY_ID = re.compile(r"^\d+-\d+$")
+MS_DIGITS = 10  # a bare number this long is milliseconds since 1970 (2001-09-09 and later)
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 MAX_SEQUENCE = 18446744073709551615
 
@@ -48,8 +49,9 @@ class Replayed:
 
 
 def parse_point(text: str) -> Point:
-    """An entry id (`1700000000000-0`), an ISO-8601 time (UTC when no offset is given), or a
-    duration ago (`10m`, `1h`, a number of seconds).
+    """An entry id (`1700000000000-0`, or its milliseconds alone, as XRANGE takes it; `0` or
+    `-` for the beginning), an ISO-8601 time (UTC when no offset is given), or a duration ago
+    (`10m`, `1h ago`, a number of seconds).
 
     Raises:
         ValueError: with a one-line message saying what is accepted.
@@ -57,6 +59,11 @@ def parse_point(text: str) -> Point:
     text = text.strip()
     if ENTRY_ID.match(text):
         return text
+    if text in ("0", "-"):  # what Redis users write for the start of a stream
+        return "0-0"
+    if text.isdigit() and len(text) >= MS_DIGITS:  # no one means 50 years ago: an entry's ms
+        return text
+    text = text.removesuffix(" ago").strip()
     if ISO_DATE.match(text):
         try:
             when = datetime.fromisoformat(text)
@@ -70,8 +77,8 @@ def parse_point(text: str) -> Point:
         return parse_duration(text)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not an entry id (1700000000000-0), an ISO-8601 time "
-            "(2026-11-27T10:00:00Z) or a duration ago (10m, 1h)"
+            f"{text!r} is not an entry id (1700000000000-0, 0 for the beginning), an ISO-8601 "
+            "time (2026-11-27T10:00:00Z) or a duration ago (10m, 1h)"
         ) from None
 
 

@@ -188,4 +188,7 @@ def decode_json_text(text: str | bytes) -> bytes:
     try:
         return orjson.dumps(orjson.loads(text))
     except orjson.JSONDecodeError as error:
-        raise PayloadError(f"payload is not valid JSON: {error}") from None
+        where = f"column {error.colno}"
+        if error.lineno > 1:
+            where = f"line {error.lineno} {where}"
+        raise PayloadError(f"payload is not valid JSON: {error.msg} at {where}") from None

@@ -94,6 +94,33 @@ def test_a_missing_pipeline_file_is_one_line_with_exit_2(tmp_path: Path) -> None
     assert_one_line_error(result, 2, "elsewhere.yaml: file not found")
 
 
+def test_f_goes_before_or_after_the_command_and_after_wins(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path / "p", pipeline_name, TWO_STAGES, SAME)
+    for args in (["-f", "p/pipeline.yaml", "check"], ["check", "-f", "p/pipeline.yaml"]):
+        result = cli(tmp_path, *args)
+        assert (result.returncode, result.stdout.splitlines()[-1]) == (0, "ok"), result.stderr
+    after = cli(tmp_path, "-f", "p/pipeline.yaml", "dead", "list", "--file", "other.yaml")
+    assert_one_line_error(after, 2, "other.yaml: file not found")
+
+
+def test_a_stage_module_that_exits_as_it_is_imported_is_one_line_with_exit_2(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, 'one:\n  function: "{mod}:same"', "raise SystemExit(3)")
+    assert_one_line_error(cli(tmp_path, "check"), 2, "it called sys.exit(3)")
+
+
+def test_a_redis_url_that_cannot_work_is_one_line_with_exit_2(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    for command in (["status"], ["submit", "--data", "{}"], ["worker", "one"]):
+        result = cli(tmp_path, *command, redis_url="redis://127.0.0.1:six")
+        assert_one_line_error(result, 2, "redis.url: 'redis://127.0.0.1:six' is not a usable")
+
+
 # -- submit ----------------------------------------------------------------------------------
 
 
@@ -112,7 +139,8 @@ def test_submit_stdin_with_a_bad_line_names_it_and_submits_nothing(
     write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
     lines = '{"text": "a"}\n\n{"text": oops}\n{"text": "c"}\n'
     result = cli(tmp_path, "submit", "-", redis_url=redis7.url, stdin=lines)
-    assert_one_line_error(result, 1, "stdin line 3: payload is not valid JSON")
+    assert_one_line_error(result, 2, "stdin line 3: payload is not valid JSON: unexpected character")
+    assert result.stderr.rstrip().endswith("at column 10; nothing was submitted")
     assert result.stdout == ""
     with redis7.client() as client:
         assert client.xlen(f"{{{pipeline_name}}}:input") == 0
@@ -243,6 +271,12 @@ async def test_dead_letters_are_listed_retried_and_purged(
 
     again = cli(tmp_path, "dead", "retry", entry, redis_url=url)
     assert_one_line_error(again, 1, f"no dead letter with id {entry!r}")
+    other = add_dead_letter(redis7, pipeline_name, "j-4", stage="one")
+    by_message_id = cli(tmp_path, "dead", "retry", "1-1", redis_url=url)  # `id`, not `dead_id`
+    assert_one_line_error(by_message_id, 1, f"its dead letter's id is {other!r}")
+    cli(tmp_path, "dead", "purge", other, redis_url=url)
+    typo = cli(tmp_path, "dead", "list", "--stage", "too", redis_url=url)
+    assert_one_line_error(typo, 2, "unknown stage 'too'; pipeline.yaml has: one, two")
     add_dead_letter(redis7, pipeline_name, "j-2", stage="one")
     add_dead_letter(redis7, pipeline_name, "j-3", stage="two")
     by_stage = cli(tmp_path, "dead", "retry", "--stage", "two", redis_url=url)
@@ -316,7 +350,8 @@ def test_worker_for_an_unknown_stage_is_one_line_with_exit_2(
 ) -> None:
     write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
     result = cli(tmp_path, "worker", "three")
-    assert_one_line_error(result, 2, "unknown stage 'three'")
+    assert_one_line_error(result, 2, "unknown stage 'three'; pipeline.yaml has: one, two")
+    assert not result.stderr.startswith("pipeline.yaml:")  # the command's mistake, not the file's
     assert_one_line_error(cli(tmp_path, "worker", "one", "--all"), 2, "or --all (not both)")
 
 

@@ -423,6 +423,26 @@ ERRORS = {
         "pipeline.yaml: redis.url: must be 'embedded' or a redis://, rediss:// or unix:// URL, "
         "got 'reddis://***@host'",
     ),
+    "redis url with a port that is not a number": (
+        "name: docs\nredis:\n  url: 'redis://:pw@h:port'\nstages:\n  a:\n    function: m:f\n",
+        "pipeline.yaml: redis.url: 'redis://***@h:port' is not a usable Redis URL: Port could "
+        "not be cast to integer value as 'port'",
+    ),
+    "redis url with a port out of range": (
+        "name: docs\nredis:\n  url: redis://h:99999\nstages:\n  a:\n    function: m:f\n",
+        "pipeline.yaml: redis.url: 'redis://h:99999' is not a usable Redis URL: Port out of "
+        "range 0-65535",
+    ),
+    "redis url with an unknown option": (
+        "name: docs\nredis:\n  url: redis://h?colour=red\nstages:\n  a:\n    function: m:f\n",
+        "pipeline.yaml: redis.url: 'redis://h?colour=red' is not a usable Redis URL: unknown "
+        "option 'colour'",
+    ),
+    "redis url with a database that is not a number": (
+        "name: docs\nredis:\n  url: redis://h/zero\nstages:\n  a:\n    function: m:f\n",
+        "pipeline.yaml: redis.url: 'redis://h/zero' is not a usable Redis URL: the database "
+        "after the host must be a number, got 'zero'",
+    ),
     "bad max_payload": (
         "name: docs\nmax_payload: 1 furlong\nstages:\n  a:\n    function: m:f\n",
         "pipeline.yaml: max_payload: expected a size like 512KiB, 1MiB, 1MB, 2GiB or a number "

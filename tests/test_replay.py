@@ -140,5 +140,10 @@ def test_bounds_are_entry_ids_times_or_durations_ago() -> None:
     assert parse_point("10m") == timedelta(minutes=10)
     assert bound(parse_point("10m"), 1_700_000_600_000) == "1700000000000"
     assert bound(parse_point("7d"), 1000) == "0"
+    assert parse_point("1h ago") == timedelta(hours=1)
+    # As Redis users write them: 0 (or -) is the beginning, a bare ms timestamp an entry's time.
+    assert parse_point("0") == parse_point("-") == "0-0"
+    assert parse_point("1700000000000") == "1700000000000"
+    assert parse_point("90") == timedelta(seconds=90)
     with pytest.raises(ValueError, match="not an entry id"):
         parse_point("last tuesday")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from framework.cli.common import load_pipeline
+from framework.cli.common import FileOption, load_pipeline
 from framework.config import StageSpec
 from framework.invocation import StageFunction
 from framework.pipeline import Pipeline
@@ -33,7 +33,7 @@ def describe(stage: StageSpec) -> str:
     )
 
 
-def check(ctx: typer.Context) -> None:
+def check(ctx: typer.Context, file: FileOption = None) -> None:
     """Validate pipeline.yaml and import every stage function (exit 2 on any problem)."""
     pipeline = load_pipeline(ctx)
     for stage in import_stages(pipeline):

@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -36,7 +36,23 @@ class Options:
     file: Path
 
 
+# `-f` after the command too (`pipeline status -f other.yaml`): every command declares it, and
+# it wins over the one given before the command.
+FileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file",
+        "-f",
+        help="The pipeline definition to use (default: pipeline.yaml).",
+        show_default=False,
+    ),
+]
+
+
 def pipeline_file(ctx: typer.Context) -> Path:
+    given = ctx.params.get("file")
+    if isinstance(given, Path):
+        return given
     options = ctx.find_object(Options)
     return options.file if options is not None else Path("pipeline.yaml")
 
@@ -48,6 +64,16 @@ def load_pipeline(ctx: typer.Context) -> Pipeline:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     return pipeline
+
+
+def check_stage(pipeline: Pipeline, name: str) -> None:
+    """A stage named on the command line: a typo there is the command's mistake (exit 2,
+    before Redis is touched), not the file's."""
+    known = [stage.name for stage in pipeline.spec.stages]
+    if name not in known:
+        raise UsageProblem(
+            f"unknown stage {name!r}; {pipeline.spec.source.name} has: {', '.join(known)}"
+        )
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -22,7 +22,14 @@ import orjson
 import typer
 
 from framework import scripts
-from framework.cli.common import UsageProblem, connected, load_pipeline, run
+from framework.cli.common import (
+    FileOption,
+    UsageProblem,
+    check_stage,
+    connected,
+    load_pipeline,
+    run,
+)
 from framework.cli.display import duration_ms, first_line, json_line
 from framework.config import PipelineSpec
 from framework.connection import AsyncClient
@@ -61,8 +68,14 @@ class DeadLetter:
 
 
 class DeadLetterNotFound(PipelineError):
-    def __init__(self, entry_id: str) -> None:
-        super().__init__(f"no dead letter with id {entry_id!r} (see: pipeline dead list)")
+    def __init__(self, entry_id: str, letter_of_message: str | None = None) -> None:
+        if letter_of_message is not None:  # `id` in `dead list --json` is the failed message's
+            super().__init__(
+                f"{entry_id!r} is the id of the message that failed; its dead letter's id is "
+                f"{letter_of_message!r} (dead_id in dead list --json)"
+            )
+        else:
+            super().__init__(f"no dead letter with id {entry_id!r} (see: pipeline dead list)")
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -90,6 +103,9 @@ async def selected_pages(
         for entry_id in ids:
             found = entries(await client.xrange(dead, entry_id, entry_id))
             if not found:
+                async for letter in newest_first(client, spec, None):
+                    if letter.fields.get("id") == entry_id:
+                        raise DeadLetterNotFound(entry_id, letter.id)
                 raise DeadLetterNotFound(entry_id)
             letters.append(DeadLetter.from_entry(*found[0]))
         yield letters
@@ -130,6 +146,7 @@ def list_letters(
     stage: StageOption = None,
     limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One full JSON object per line.")] = False,
+    file: FileOption = None,
 ) -> None:
     """Show dead letters, newest first."""
     pipeline = load_pipeline(ctx)
@@ -142,6 +159,8 @@ def list_letters(
                 shown += 1
                 if shown >= limit:
                     break
+        if not shown and stage is not None:
+            check_stage(pipeline, stage)  # none of a stage the file does not have: a typo?
         if not shown and not as_json:
             print("no dead letters", file=sys.stderr)
 
@@ -163,12 +182,13 @@ def retry_letters(
     ids: IdsArgument = None,
     stage: StageOption = None,
     everything: AllOption = False,
+    file: FileOption = None,
 ) -> None:
     """Send dead letters back to the stage that failed them, as a fresh first attempt."""
     pipeline = load_pipeline(ctx)
     check_selection(ids or [], stage, everything)
     if stage is not None:
-        pipeline.spec.stage(stage)  # unknown stage: ConfigError, exit 2
+        check_stage(pipeline, stage)
 
     async def body() -> tuple[int, int]:
         retried = skipped = 0
@@ -212,6 +232,7 @@ def purge_letters(
     ids: IdsArgument = None,
     stage: StageOption = None,
     everything: AllOption = False,
+    file: FileOption = None,
 ) -> None:
     """Delete dead letters for good (every letter needs --all)."""
     pipeline = load_pipeline(ctx)

@@ -11,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from framework.cli.common import UsageProblem, connected, load_pipeline, run
+from framework.cli.common import (
+    FileOption,
+    UsageProblem,
+    check_stage,
+    connected,
+    load_pipeline,
+    run,
+)
 from framework.pipeline import Pipeline
 from framework.replay import (
     Point,
@@ -25,7 +32,10 @@ from framework.replay import (
 
 CONFIRM_ABOVE = 1000  # entries a replay queues without --yes
 
-POINT_HELP = "An entry id (1700000000000-0), an ISO-8601 time (UTC unless it says), or 10m ago."
+POINT_HELP = (
+    "An entry id (1700000000000-0; 0 for the beginning), an ISO-8601 time (UTC unless it "
+    "says), or a duration ago (10m, 2h, 1d)."
+)
 
 
 def _point(option: str, text: str) -> Point:
@@ -61,10 +71,11 @@ def replay_command(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help=f"Go ahead above {CONFIRM_ABOVE} entries.")
     ] = False,
+    file: FileOption = None,
 ) -> None:
     """Queue the entries of STAGE's input in a range again, for STAGE only; reopens their jobs."""
     pipeline = load_pipeline(ctx)
-    pipeline.spec.stage(stage)  # an unknown stage: ConfigError, exit 2, before Redis is touched
+    check_stage(pipeline, stage)
     first = _point("--from", start)
     last = _point("--to", end) if end is not None else None
     span, done = run(_replay(pipeline, stage, first, last, yes))

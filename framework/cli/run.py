@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from framework import logs
 from framework.cli.check import import_stages
-from framework.cli.common import UsageProblem, connected, load_pipeline, run
+from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import first_line, json_line, result_lines
 from framework.cli.documents import Document, check_sizes, find_documents
 from framework.errors import BacklogFull, PipelineError, WaitTimeout
@@ -161,6 +161,7 @@ def run_command(
     timeout: Annotated[
         float | None, typer.Option(min=0, help="Seconds to wait for all jobs (default: no limit).")
     ] = None,
+    file: FileOption = None,
 ) -> None:
     """Run every stage here, process the documents, print each result; exit 1 if any failed."""
     documents = find_documents(paths)

@@ -9,14 +9,17 @@ embedded Redis stopped), and the command exits 0.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from framework.cli.common import connected, load_pipeline, run
+from framework.cli.common import FileOption, connected, load_pipeline, run
 from framework.cli.worker import STOP_SIGNALS
+from framework.errors import PipelineError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -46,20 +49,38 @@ def graceful_server(config: uvicorn.Config) -> uvicorn.Server:
     return GracefulServer(config)
 
 
+class CannotListen(PipelineError):
+    """The address is taken or not ours to bind: one line, exit 1 (uvicorn would log and exit 3)."""
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound here rather than by uvicorn, so a taken port is one clear line."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise CannotListen(
+            f"cannot listen on {host}:{port}: {reason}; choose another --port or --host"
+        ) from None
+
+
 async def serve_api(pipeline: Pipeline, host: str, port: int) -> None:
     import uvicorn
 
     from framework.api import create_app
 
+    listening = listening_socket(host, port)
     async with connected(pipeline):
         config = uvicorn.Config(create_app(pipeline), host=host, port=port, lifespan="off")
-        await graceful_server(config).serve()
+        await graceful_server(config).serve(sockets=[listening])
 
 
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    file: FileOption = None,
 ) -> None:
     """HTTP API (submit, job status, wait, stage statistics) and the dashboard at /."""
     run(serve_api(load_pipeline(ctx), host, port))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from typing import Annotated
 
 import typer
@@ -17,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from framework.cli.common import connected, load_pipeline, run
+from framework.cli.common import FileOption, connected, load_pipeline, run
 from framework.cli.display import duration_ms, json_line, result_lines, timestamp
 from framework.jobs import Job
 from framework.pipeline import Pipeline
@@ -121,7 +122,16 @@ async def watch(pipeline: Pipeline, job_id: str | None, as_json: bool) -> None:
                     return
                 await asyncio.sleep(REFRESH_SECONDS)
         view, _, finished = await snapshot(pipeline, job_id)
-        with Live(view, auto_refresh=False) as live:
+        console = Console()
+        if not console.is_terminal:  # a pipe or a container's log: one table per reading
+            console.print(view)
+            while not finished:
+                await asyncio.sleep(REFRESH_SECONDS)
+                view, _, finished = await snapshot(pipeline, job_id)
+                console.print(view)
+                sys.stdout.flush()
+            return
+        with Live(view, auto_refresh=False, console=console) as live:
             while not finished:
                 await asyncio.sleep(REFRESH_SECONDS)
                 view, _, finished = await snapshot(pipeline, job_id)
@@ -133,6 +143,7 @@ def status(
     job_id: Annotated[str | None, typer.Argument(metavar="JOB", help="A job id.")] = None,
     watch_: Annotated[bool, typer.Option("--watch", "-w", help="Redraw every second.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, in full.")] = False,
+    file: FileOption = None,
 ) -> None:
     """Per stage: length, lag, pending, consumers, throughput, dead letters; or one JOB."""
     pipeline = load_pipeline(ctx)

@@ -14,11 +14,11 @@ from typing import Annotated, Any, TextIO
 import orjson
 import typer
 
-from framework.cli.common import UsageProblem, connected, load_pipeline, run
+from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import json_line
 from framework.cli.documents import check_sizes, find_documents
 from framework.errors import PayloadError
-from framework.pipeline import Pipeline
+from framework.pipeline import Pipeline, valid_job_id
 from framework.wire import decode_json_text, encode_payload
 
 STDIN = "-"
@@ -27,7 +27,7 @@ STDIN = "-"
 def parse_json(text: str | bytes, where: str, max_payload: int) -> Any:
     """One payload from JSON text, or a PayloadError that says where it came from."""
     try:
-        payload = orjson.loads(decode_json_text(text))
+        payload = orjson.loads(decode_json_text(text.strip()))
         encode_payload(payload, max_payload)
     except PayloadError as error:
         raise PayloadError(f"{where}: {error}") from None
@@ -96,14 +96,21 @@ def submit(
         str | None,
         typer.Option(help="The job's id (one job only); submitting the same id again is a no-op."),
     ] = None,
+    file: FileOption = None,
 ) -> None:
     """Queue jobs and print one job id per line; with --wait, exit 1 if any job failed."""
     if timeout is not None and not wait:
         raise UsageProblem("--timeout only applies with --wait")
     pipeline = load_pipeline(ctx)
-    payloads = read_payloads(list(sources or []), data, pipeline.spec.max_payload)
+    try:
+        payloads = read_payloads(list(sources or []), data, pipeline.spec.max_payload)
+    except PayloadError as error:  # what the command was given: nothing was queued
+        nothing = "; nothing was submitted" if sources == [STDIN] else ""
+        raise UsageProblem(f"{error}{nothing}") from None
     if job_id is not None and len(payloads) != 1:
         raise UsageProblem(f"--job-id needs exactly one job, got {len(payloads)}")
+    if job_id is not None and not valid_job_id(job_id):
+        raise UsageProblem(f"--job-id {job_id!r}: must be 1-200 characters, no whitespace")
     jobs = [(payload, job_id) for payload in payloads]
     if not run(submit_and_wait(pipeline, jobs, wait, timeout)):
         raise typer.Exit(1)

@@ -19,7 +19,7 @@ import structlog
 import typer
 
 from framework.cli import startup
-from framework.cli.common import UsageProblem, load_pipeline, run
+from framework.cli.common import FileOption, UsageProblem, check_stage, load_pipeline, run
 from framework.durations import parse_duration
 from framework.pipeline import Pipeline
 
@@ -78,6 +78,7 @@ def worker(
     grace_period: Annotated[
         str, typer.Option(help="How long in-flight messages may finish after SIGTERM.")
     ] = "30s",
+    file: FileOption = None,
 ) -> None:
     """Consume STAGE's input until SIGTERM/SIGINT (graceful; a second signal exits at once)."""
     if bool(stages) == all_stages:
@@ -86,5 +87,5 @@ def worker(
     pipeline = load_pipeline(ctx)
     names = list(dict.fromkeys(stages or ()))
     for name in names:
-        pipeline.spec.stage(name)  # unknown stage: ConfigError, exit 2, before connecting
+        check_stage(pipeline, name)
     run(serve(pipeline, None if all_stages else names, concurrency, grace))
