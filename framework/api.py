@@ -23,6 +23,7 @@ from framework.errors import (
     BacklogFull,
     JobNotFound,
     PayloadError,
+    PayloadTooLarge,
     PipelineError,
     RedisUnavailable,
     WaitTimeout,
@@ -32,7 +33,15 @@ from framework.stats import read_stats
 
 MAX_WAIT_SECONDS = 300.0  # a longer wait is better done as repeated calls
 
+
+class BodyNotJson(PayloadError):
+    """A request body that is not JSON at all: the request is malformed (400), where a payload
+    that is JSON but refused (a bad job id) is 422."""
+
+
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
+    (BodyNotJson, 400),  # the first match counts: subclasses before their base class
+    (PayloadTooLarge, 413),
     (PayloadError, 422),
     (BacklogFull, 429),
     (JobNotFound, 404),
@@ -70,7 +79,8 @@ def add_job_routes(app: FastAPI, pipeline: Pipeline) -> None:
         try:
             payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError as error:
-            raise PayloadError(f"payload is not valid JSON: {error}") from None
+            detail = f"payload is not valid JSON: {error.msg} at column {error.colno}"
+            raise BodyNotJson(detail) from None
         return {"job": await pipeline.submit_async(payload, job_id=job_id)}
 
     @app.get("/jobs/{job_id}")

@@ -5,6 +5,7 @@ PipelineError                 root of everything the framework raises; .exit_cod
 ├── ConfigError               "pipeline.yaml: stages.embed.batch: must be >= 1"; exit 2
 │   └── StageImportError      `function:` does not import, or its signature cannot be served
 ├── PayloadError              refused at submit: not JSON, or over max_payload
+│   └── PayloadTooLarge       over max_payload (HTTP 413)
 ├── BacklogFull               refused at submit: the first stage is over its max_backlog
 ├── RedisUnavailable          cannot reach or start Redis
 ├── JobNotFound               unknown or expired job id
@@ -47,6 +48,10 @@ class StageImportError(ConfigError):
 
 class PayloadError(PipelineError):
     """A payload refused at submit, before anything was written."""
+
+
+class PayloadTooLarge(PayloadError):
+    """Over `max_payload`: large documents travel as a reference (path, URL)."""
 
 
 class BacklogFull(PipelineError):

@@ -45,7 +45,7 @@ class Pipeline:
         self._url = spec.redis_url
         self._embedded: EmbeddedRedis | None = None
         self._loop_thread: _LoopThread | None = None
-        self._connect_lock: asyncio.Lock | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def load(
@@ -70,14 +70,32 @@ class Pipeline:
         return self._url if self._client is not None else ""
 
     async def client(self) -> AsyncClient:
-        """The async client, connecting (and starting the embedded server) on first use."""
+        """The async client, connecting (and starting the embedded server) on first use.
+
+        A client's connections belong to the event loop that opened them: used from another
+        loop (the sync methods' private one, then `asyncio.run`, or two `asyncio.run`s) the
+        pipeline connects again on that loop and lets the old client go on its own.
+        """
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._client_loop is not loop:
+            self._let_go(self._client, self._client_loop)
+            self._client = None
         if self._client is None:
             if self._url == EMBEDDED:
                 self._embedded = EmbeddedRedis(self.spec.base_dir)
                 self._url = await asyncio.to_thread(self._embedded.start)
             self._client, self._server = await connect(self._url)
+            self._client_loop = loop
             await ensure_groups(self._client, self.spec)
         return self._client
+
+    @staticmethod
+    def _let_go(client: AsyncClient, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Close a client on its own loop if that loop still runs. Of a loop that is closed
+        (`asyncio.run` returned), nothing can be awaited any more: its sockets are left to the
+        garbage collector, which closes them (with a ResourceWarning under `-W default`)."""
+        if loop is not None and loop.is_running() and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
 
     async def server(self) -> Server:
         await self.client()
@@ -86,7 +104,10 @@ class Pipeline:
 
     async def close_async(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            if self._client_loop is asyncio.get_running_loop():
+                await self._client.aclose()
+            else:
+                self._let_go(self._client, self._client_loop)
             self._client = None
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import orjson
 
-from framework.errors import PayloadError
+from framework.errors import PayloadError, PayloadTooLarge
 
 Fields = dict[bytes, bytes]
 Entries = list[tuple[bytes, Fields]]
@@ -177,7 +177,7 @@ def encode_payload(payload: object, max_payload: int) -> bytes:
 
 def check_size(data: bytes, max_payload: int) -> None:
     if len(data) > max_payload:
-        raise PayloadError(
+        raise PayloadTooLarge(
             f"payload is {len(data)} bytes, over max_payload {max_payload}; "
             "send large documents as a reference (path, URL) instead"
         )

@@ -50,6 +50,9 @@ class Source:
 
 def extract(doc: dict[str, Any]) -> dict[str, Any]:
     """Text, title and metadata of the document; the input's fields pass on, less `content`."""
+    if not isinstance(doc, dict):  # `--data '[1]'`: no retry will make it a document
+        shown = type(doc).__name__
+        raise Fail(f"a document is a JSON object (text, content or path), got a JSON {shown}")
     source = _source(doc)
     kind = _document_type(source, doc.get("type"))
     found = _read(kind, source)

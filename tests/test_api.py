@@ -60,11 +60,15 @@ async def test_refusals_have_their_status_codes(
         assert "not found" in unknown.json()["detail"]
 
         too_large = await http.post("/jobs", json={"text": "x" * 2000})
-        assert too_large.status_code == 422
+        assert too_large.status_code == 413
         assert "over max_payload 1024" in too_large.json()["detail"]
 
         not_json = await http.post("/jobs", content=b"{nope")
-        assert not_json.status_code == 422
+        assert not_json.status_code == 400
+        assert not_json.json()["detail"].startswith("payload is not valid JSON: ")
+
+        bad_id = await http.post("/jobs", json={"text": "a"}, params={"job_id": "a b"})
+        assert bad_id.status_code == 422
     with redis7.client() as client:
         assert client.xlen(f"{{{pipeline_name}}}:input") == 0
 

@@ -139,7 +139,9 @@ def test_submit_stdin_with_a_bad_line_names_it_and_submits_nothing(
     write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
     lines = '{"text": "a"}\n\n{"text": oops}\n{"text": "c"}\n'
     result = cli(tmp_path, "submit", "-", redis_url=redis7.url, stdin=lines)
-    assert_one_line_error(result, 2, "stdin line 3: payload is not valid JSON: unexpected character")
+    assert_one_line_error(
+        result, 2, "stdin line 3: payload is not valid JSON: unexpected character"
+    )
     assert result.stderr.rstrip().endswith("at column 10; nothing was submitted")
     assert result.stdout == ""
     with redis7.client() as client:

@@ -224,6 +224,10 @@ REFUSALS = {
     ),
     "remote file uri": ({"uri": "file://server/share/a.txt"}, "file URI on host 'server'"),
     "no source": ({"filename": "orphan.txt"}, "none of text, content, path or uri"),
+    "not an object": (
+        [1, 2],
+        "a document is a JSON object (text, content or path), got a JSON list",
+    ),
 }
 
 

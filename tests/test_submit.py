@@ -3,6 +3,7 @@ consumer group first, so work queued before any worker ran (ours or another app'
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,25 @@ def test_the_same_job_id_twice_makes_one_job(
             "two"
         }
         client.delete(f"{{{pipeline_name}}}:job:order-17")
+
+
+# A loop that `asyncio.run` closed took no care of the sockets opened on it: the pipeline
+# drops that client and the garbage collector closes them, which Python reports as a
+# ResourceWarning (and pytest, here, as an unraisable exception).
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_one_pipeline_serves_the_sync_api_and_one_event_loop_after_another(
+    redis_server: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
+    with Pipeline.load(path, {"REDIS_URL": redis_server.url}) as pipeline:
+        ids = [pipeline.submit({"n": 0})]
+        ids.append(asyncio.run(pipeline.submit_async({"n": 1})))  # a loop of the caller's
+        ids.append(asyncio.run(pipeline.submit_async({"n": 2})))  # and another, after it closed
+        ids.append(pipeline.submit({"n": 3}))
+        assert [pipeline.status(job).state for job in ids] == ["queued"] * 4
+    with redis_server.client() as client:
+        assert client.xlen(f"{{{pipeline_name}}}:input") == 4
 
 
 def test_payloads_that_are_not_json_or_too_large_are_refused_and_nothing_is_written(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framework.cli.common import UsageProblem
-from framework.errors import PayloadError
+from framework.errors import PayloadError, PayloadTooLarge
 from framework.wire import encode_payload
 
 BINARY_MAGIC = (b"%PDF-",)
@@ -88,7 +88,7 @@ def check_sizes(documents: Iterable[Document], max_payload: int) -> None:
     for document in documents:
         size = document.path.stat().st_size
         if size > max_payload:
-            raise PayloadError(
+            raise PayloadTooLarge(
                 f"{document.path}: {size} bytes, over max_payload {max_payload}; "
                 "raise max_payload in pipeline.yaml or submit a path instead"
             )
