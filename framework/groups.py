@@ -26,6 +26,19 @@ async def ensure_groups(client: AsyncClient, spec: PipelineSpec) -> None:
                 raise
 
 
+async def reader_groups(client: AsyncClient, stream: str) -> set[str]:
+    """The consumer groups reading `stream` now (none when it does not exist yet)."""
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:  # no such key
+        return set()
+    return {_text(group["name"]) for group in groups}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def is_missing_group(error: ResponseError) -> bool:
     """The group (or its stream) vanished: FLUSHALL, a deleted key, a server without AOF."""
     return "NOGROUP" in str(error)

@@ -1,7 +1,14 @@
-"""Housekeeping every worker shares: promoting due retries, and trimming to retention.
+"""Housekeeping every worker shares: promoting due retries, trimming to retention, and saying
+when its output has readers its pipeline.yaml does not know.
 
 Any live worker may promote any stage's retry (the entry names its stage), so retries move on
 even while the failing stage has no worker; promotion is one atomic script, safe to race.
+
+A worker counts a job's messages in flight by the stages its pipeline.yaml says read its
+output. A stage added to the file later, whose workers run while this one still has the old
+file, reads the output too, but this worker does not count it: jobs would end before that
+stage has run. Nothing in Redis tells a stage's group from another application's, so the
+worker cannot adopt it on its own; it says so, once per group, and keeps the count it has.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ import structlog
 from framework import scripts
 from framework.config import PipelineSpec
 from framework.connection import TRANSIENT_ERRORS, AsyncClient
+from framework.groups import reader_groups
 from framework.retention import trim
 
 log = structlog.get_logger()
 
 PROMOTE_BATCH = 500
 TRIM_EVERY = 1.0
+READERS_EVERY = 10.0
 MAX_NAP = 1.0
 
 
@@ -50,11 +59,20 @@ async def seconds_to_next_retry(client: AsyncClient, spec: PipelineSpec) -> floa
 class Housekeeper:
     """Runs until `stopping`: promotes retries when due and trims this worker's streams."""
 
-    def __init__(self, client: AsyncClient, spec: PipelineSpec, streams: list[str]) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        spec: PipelineSpec,
+        streams: list[str],
+        stage: str | None = None,
+    ) -> None:
         self.client = client
         self.spec = spec
         self.streams = streams
+        self.stage = stage  # whose output's readers to watch
         self._trimmed_at = 0.0
+        self._readers_at = 0.0
+        self._unknown_readers: set[str] = set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -62,6 +80,7 @@ class Housekeeper:
             try:
                 await promote_due_retries(self.client, self.spec)
                 await self._trim_if_due()
+                await self._check_readers_if_due()
                 nap = await seconds_to_next_retry(self.client, self.spec)
             except TRANSIENT_ERRORS as error:
                 log.warning("housekeeping_failed", pipeline=self.spec.name, error=str(error))
@@ -79,3 +98,27 @@ class Housekeeper:
             removed = await trim(self.client, stream, self.spec.retention)
             if removed:
                 log.debug("stream_trimmed", stream=stream, removed=removed)
+
+    async def _check_readers_if_due(self) -> None:
+        now = time.monotonic()
+        if self.stage is None or now - self._readers_at < READERS_EVERY:
+            return
+        self._readers_at = now
+        spec = self.spec.stage(self.stage)
+        known = {s.name for s in self.spec.stages if s.input_stage == self.stage}
+        for group in sorted(await reader_groups(self.client, spec.output_stream) - known):
+            if group not in self._unknown_readers:
+                self._unknown_readers.add(group)
+                log.warning(
+                    "unknown_reader_group",
+                    pipeline=self.spec.name,
+                    stage=self.stage,
+                    stream=spec.output_stream,
+                    group=group,
+                    hint=(
+                        f"group {group!r} reads {spec.output_stream} but this worker's "
+                        "pipeline.yaml has no such stage, so jobs are counted done without it: "
+                        "restart this worker with the pipeline.yaml that has it, or delete the "
+                        "group if another application made it"
+                    ),
+                )

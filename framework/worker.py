@@ -104,7 +104,7 @@ class StageWorker:
         streams = [stage.output_stream, pipeline.keys.dead, pipeline.keys.done]
         if stage.input_stage is not None or stage.input_stream == pipeline.keys.input:
             streams.insert(0, stage.input_stream)  # never trim another application's stream
-        self._housekeeper = Housekeeper(client, pipeline, streams)
+        self._housekeeper = Housekeeper(client, pipeline, streams, stage.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -3,11 +3,13 @@ at a graceful stop, and consumers long gone are tidied; one holding messages nev
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
-from pipelines import write_pipeline
-from servers import RedisServer
+import orjson
+from pipelines import start_worker, stop, write_pipeline
+from servers import RedisServer, wait_until
 
 from framework.connection import connect
 from framework.groups import retire_consumers
@@ -49,3 +51,26 @@ async def test_a_consumer_holding_messages_is_never_removed(
     finally:
         await client.delete(stream)
         await client.aclose()
+
+
+def test_a_group_on_the_output_that_pipeline_yaml_lacks_is_reported_once(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    # A stage added to the file later, run while this worker still has the old file: jobs
+    # would be counted done without it. The worker cannot tell it from another application's
+    # group, so it says so.
+    stages = 'one:\n  function: "{mod}:same"\ntwo:\n  function: "{mod}:same"'
+    path = write_pipeline(tmp_path, pipeline_name, stages, CODE)
+    with redis7.client() as client:
+        client.xgroup_create(f"{{{pipeline_name}}}:one", "three", id="0", mkstream=True)
+    log = tmp_path / "worker.log"
+    worker = start_worker(path, "one", redis7.url, log=log)
+    try:
+        wait_until(lambda: "unknown_reader_group" in log.read_text(), 15, "the warning")
+        time.sleep(0.5)
+    finally:
+        assert stop(worker) == 0
+    [line] = [line for line in log.read_text().splitlines() if "unknown_reader_group" in line]
+    event = orjson.loads(line)
+    assert (event["stage"], event["group"]) == ("one", "three")
+    assert "restart this worker with the pipeline.yaml that has it" in event["hint"]
