@@ -24,16 +24,36 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
     if as_json:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        processors.append(structlog.processors.dict_tracebacks)
     structlog.configure(
-        processors=processors,
+        processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use="pytest" not in sys.modules,
     )
+    _route_library_logs(processors, renderer, numeric)
+
+
+def _route_library_logs(processors: list[Any], renderer: Any, level: int) -> None:
+    """Libraries log through `logging` (pypdf's "EOF marker not found", say): without a handler
+    Python prints their bare text to stderr, which breaks one-JSON-object-per-line. Their
+    warnings and errors go out as our events, with the logger's name; their chatter below
+    WARNING stays out unless the level asks for debug."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
 
 
 def logging_enabled(level: int) -> bool:

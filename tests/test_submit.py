@@ -4,6 +4,7 @@ consumer group first, so work queued before any worker ran (ours or another app'
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,7 @@ def test_one_pipeline_serves_the_sync_api_and_one_event_loop_after_another(
         assert [pipeline.status(job).state for job in ids] == ["queued"] * 4
     with redis_server.client() as client:
         assert client.xlen(f"{{{pipeline_name}}}:input") == 4
+    gc.collect()  # those sockets' warnings, here rather than in whichever test comes next
 
 
 def test_payloads_that_are_not_json_or_too_large_are_refused_and_nothing_is_written(
