@@ -323,6 +323,21 @@ def test_run_prints_each_result_and_exits_0(
         ("b.txt", "done", None),
     ]
     assert records[0]["result"] == {"text": "HELLO", "vector": [0.25] * 384}
+    assert "earlier run" not in result.stderr
+
+
+def test_run_says_when_an_earlier_run_left_work_queued(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, 'up:\n  function: "{mod}:upper"', UPPER)
+    write_docs(tmp_path, {"a.txt": "hello"})
+    left = cli(
+        tmp_path, "submit", "--data", '{"text": "left", "filename": "l"}', redis_url=redis7.url
+    )
+    assert left.returncode == 0, left.stderr
+    result = cli(tmp_path, "run", "docs", redis_url=redis7.url)
+    assert result.returncode == 0, result.stderr
+    assert f"note: an earlier run left 1 message queued in {pipeline_name}" in result.stderr
 
 
 def test_run_exits_1_and_prints_the_error_when_a_stage_fails(

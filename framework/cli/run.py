@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from framework import logs
+from framework.backpressure import backlog
 from framework.cli.check import import_stages
 from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import first_line, json_line, result_lines
@@ -115,6 +116,7 @@ async def process(
 ) -> list[Outcome]:
     stopping = asyncio.Event()
     async with connected(pipeline):
+        await mention_leftovers(pipeline)
         workers = asyncio.create_task(
             pipeline.run_workers_async(None, stopping, grace_period=GRACE_PERIOD)
         )
@@ -126,6 +128,25 @@ async def process(
             stopping.set()
             await workers
     return [Outcome(doc, jobs[job_id]) for doc, job_id in zip(documents, ids, strict=True)]
+
+
+LEFTOVER_CAP = 10_000  # counting further costs more than the figure is worth
+
+
+async def mention_leftovers(pipeline: Pipeline) -> None:
+    """Work an earlier run left (Ctrl-C; the embedded Redis keeps it in its AOF) runs first,
+    which would otherwise look like a slow run."""
+    client = await pipeline.client()
+    waiting = 0
+    for stage in pipeline.spec.stages:
+        waiting += max(await backlog(client, stage.input_stream, stage.name, LEFTOVER_CAP), 0)
+    if waiting:
+        shown = f"{waiting:,}" if waiting < LEFTOVER_CAP else f"over {LEFTOVER_CAP:,}"
+        print(
+            f"note: an earlier run left {shown} message{'' if waiting == 1 else 's'} queued in "
+            f"{pipeline.name}; they are processed too (pipeline status shows them)",
+            file=sys.stderr,
+        )
 
 
 def print_outcome(outcome: Outcome) -> None:
