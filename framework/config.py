@@ -185,20 +185,16 @@ class StageSettings(Model):
 
 
 class DefaultsConfig(StageSettings):
-    """`defaults:`: any stage setting but `function`, which only a stage itself can name."""
+    """`defaults:`: any stage setting, `function` too (stages that share one function that
+    looks at `ctx.stage`); a stage's own setting wins."""
 
-    function: object = Field(default=None, exclude=True)
-
-    @field_validator("function")
-    @classmethod
-    def _no_function(cls, value: object) -> object:
-        raise ValueError("set function in each stage, not under defaults")
+    function: FunctionPath | None = None
 
 
 class StageConfig(StageSettings):
-    """One entry under `stages:`."""
+    """One entry under `stages:`; without `function`, `defaults.function` (resolve checks)."""
 
-    function: FunctionPath
+    function: FunctionPath | None = None
 
 
 class RedisConfig(Model):
@@ -325,6 +321,9 @@ def resolve(model: PipelineConfig, source: Path, *, label: str | None = None) ->
     """
     label = label or source.name
     defaults = model.defaults or DefaultsConfig()
+    for name, stage in model.stages.items():
+        if stage.function is None and defaults.function is None:
+            raise ConfigError(label, f"stages.{name}.function", "required")
     keys = Keys(model.name)
     merged = {name: _merge(defaults, stage) for name, stage in model.stages.items()}
     inputs = {name: _input_of(model, keys, merged, name, label) for name in model.stages}
@@ -350,6 +349,12 @@ def _merge(defaults: DefaultsConfig, stage: StageConfig) -> StageSettings:
     written.update({key: getattr(stage, key) for key in stage.model_fields_set})
     written = {k: v for k, v in written.items() if k in StageSettings.model_fields}
     return StageSettings.model_construct(_fields_set=set(written), **written)
+
+
+def _function_of(model: PipelineConfig, stage: str) -> str:
+    own = model.stages[stage].function
+    shared = model.defaults.function if model.defaults is not None else None
+    return own or shared or ""  # resolve() has refused a stage with neither
 
 
 def _origin(model: PipelineConfig, stage: str, key: str) -> str:
@@ -425,7 +430,7 @@ def _stage_spec(
     input_stage, input_stream = inputs[name]
     return StageSpec(
         name=name,
-        function=model.stages[name].function,
+        function=_function_of(model, name),
         input_stream=input_stream,
         input_stage=input_stage,
         source=input_stage is None,

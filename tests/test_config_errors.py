@@ -129,6 +129,20 @@ def test_builtin_defaults_apply_without_a_defaults_section(here: Path) -> None:
     assert spec.retention.max_len == 100_000
 
 
+def test_a_function_under_defaults_serves_every_stage_that_names_none(here: Path) -> None:
+    spec = load(
+        here,
+        """\
+        name: docs
+        defaults: {function: "m:route"}
+        stages:
+          a: {}
+          b: {function: m:g}
+        """,
+    )
+    assert [stage.function for stage in spec.stages] == ["m:route", "m:g"]
+
+
 def test_stage_settings_override_defaults_and_null_means_none(here: Path) -> None:
     spec = load(
         here,
@@ -379,9 +393,10 @@ ERRORS = {
         "name: docs\nstages:\n  a:\n    batch: 2\n",
         "pipeline.yaml: stages.a.function: required",
     ),
-    "function under defaults": (
-        "name: docs\ndefaults:\n  function: m:f\nstages:\n  a:\n    function: m:f\n",
-        "pipeline.yaml: defaults.function: set function in each stage, not under defaults",
+    "bad function under defaults": (
+        "name: docs\ndefaults:\n  function: m.f\nstages:\n  a:\n    batch: 2\n",
+        "pipeline.yaml: defaults.function: must be 'module.path:name', got 'm.f'; did you mean "
+        "'m:f'?",
     ),
     "missing env var without default": (
         "name: docs\nredis:\n  url: ${REDIS_URL}\nstages:\n  a:\n    function: m:f\n",
