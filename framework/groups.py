@@ -6,6 +6,8 @@ submitted before any worker ever ran (or an entry another application XADDed) is
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import timedelta
 
 from redis.exceptions import ResponseError
@@ -52,9 +54,33 @@ STALE_CONSUMER = timedelta(hours=1)
 async def retire_consumers(
     client: AsyncClient, stream: str, group: str, me: str = "", stale: timedelta = STALE_CONSUMER
 ) -> int:
-    """Remove `me` if it holds nothing, and other consumers idle past `stale` holding nothing."""
+    """Remove `me` if it holds nothing, and other consumers holding nothing that are idle past
+    `stale` or whose process is gone from this host."""
     idle_ms = int(stale.total_seconds() * 1000)
-    return int(await scripts.script(scripts.RETIRE)(client, [stream], [group, me, idle_ms]))
+    try:
+        names = [_text(c["name"]) for c in await client.xinfo_consumers(stream, group)]
+    except ResponseError:  # no group yet: nothing to retire
+        return 0
+    gone = [name for name in names if name != me and process_gone(name)]
+    args = [group, me, idle_ms, *gone]
+    return int(await scripts.script(scripts.RETIRE)(client, [stream], args))
+
+
+def process_gone(consumer: str, host: str | None = None) -> bool:
+    """Whether `consumer` (HOSTNAME-PID-N) named a process of this host that no longer runs:
+    a Ctrl-C'd `pipeline run` against the embedded Redis, whose restart from its AOF makes
+    every consumer look freshly seen. Another host's consumers are never judged from here."""
+    prefix, _, rest = consumer.partition(f"{host or socket.gethostname()}-")
+    pid, _, counter = rest.partition("-")
+    if prefix or not (pid.isdigit() and counter.isdigit()):
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 async def announce_consumer(

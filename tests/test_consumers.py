@@ -3,6 +3,9 @@ at a graceful stop, and consumers long gone are tidied; one holding messages nev
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -74,3 +77,26 @@ def test_a_group_on_the_output_that_pipeline_yaml_lacks_is_reported_once(
     event = orjson.loads(line)
     assert (event["stage"], event["group"]) == ("one", "three")
     assert "restart this worker with the pipeline.yaml that has it" in event["hint"]
+
+
+async def test_a_consumer_of_a_process_gone_from_this_host_is_removed_at_start(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    # An embedded Redis restarted from its AOF shows every consumer as freshly seen: a Ctrl-C'd
+    # run's consumer would count as a live worker for another while.
+    path = write_pipeline(tmp_path, pipeline_name, 'only:\n  function: "{mod}:same"', CODE)
+    ended = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await ended.wait()
+    stream = f"{{{pipeline_name}}}:input"
+    gone = f"{socket.gethostname()}-{ended.pid}-1"
+    elsewhere = f"other-host-{ended.pid}-1"
+    with redis7.client() as client:
+        client.xgroup_create(stream, "only", id="0", mkstream=True)
+        for name in (gone, elsewhere):
+            client.execute_command("XGROUP", "CREATECONSUMER", stream, "only", name)
+    async with running_pipeline(path, redis7.url) as pipeline:
+        await pipeline.wait_async(await pipeline.submit_async({"n": 1}), timeout=10)
+        client = await pipeline.client()
+        names = {c["name"].decode() for c in await client.xinfo_consumers(stream, "only")}
+    assert gone not in names
+    assert elsewhere in names  # another host's processes are not ours to judge
