@@ -234,7 +234,7 @@ def purge_letters(
     everything: AllOption = False,
     file: FileOption = None,
 ) -> None:
-    """Delete dead letters for good (every letter needs --all)."""
+    """Delete dead letters for good: the named IDs, those of --stage, or with --all every one."""
     pipeline = load_pipeline(ctx)
     check_selection(ids or [], stage, everything)  # any --stage: also one no longer in the YAML
 
