@@ -103,15 +103,19 @@ async def hand_back(
     consumer: str,
     held: list[Delivery],
     lease: timedelta,
+    *,
+    started: bool = False,
 ) -> int:
-    """Make messages we will not run claimable at once, without counting this delivery.
+    """Make messages we will not run (on) claimable at once; one that never `started` does
+    not count this delivery.
 
     One script call (`release.lua`) checks each is still ours, so a message another worker
     reclaimed meanwhile is never pulled back. Returns how many were handed back.
     """
     args: list[Any] = [group, consumer, int(lease.total_seconds() * 1000)]
     for delivery in held:
-        args += [delivery.message_id, max(delivery.deliveries - 1, 0)]
+        count = delivery.deliveries if started else max(delivery.deliveries - 1, 0)
+        args += [delivery.message_id, count]
     return len(await scripts.script(scripts.RELEASE)(client, [stream], args))
 
 

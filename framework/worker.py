@@ -153,9 +153,12 @@ class StageWorker:
             self.log.warning("grace_period_over", unfinished=len(self._held))
 
     async def _release_held(self) -> None:
-        await self._hand_back(list(self._held.values()))
+        """At the very end: what never started gives its delivery back; a call still running
+        after the grace period keeps its attempt (it may be what hangs every worker)."""
+        await self._hand_back(self._inbox.take_all())
+        await self._hand_back(list(self._held.values()), started=True)
 
-    async def _hand_back(self, deliveries: list[Delivery]) -> None:
+    async def _hand_back(self, deliveries: list[Delivery], started: bool = False) -> None:
         mine = [d for d in deliveries if d.message_id not in self._lost]
         for delivery in deliveries:
             self._held.pop(delivery.message_id, None)
@@ -169,6 +172,7 @@ class StageWorker:
                 self.consumer,
                 mine,
                 self.stage.lease,
+                started=started,
             )
             self.log.info("messages_handed_back", count=released)
         except TRANSIENT_ERRORS as error:  # they stay pending; reclaim moves them after the lease

@@ -51,3 +51,41 @@ def test_sigterm_mid_run_exits_zero_and_loses_nothing(
     with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
         attempts = {pipeline.status(job).result["attempt"] for job in ids}
     assert attempts == {1}, f"a handed-back message cost an attempt ({handed_back} handed back)"
+
+
+HANGS_FIRST = """
+import time
+
+def hangs_first(doc, ctx):
+    if ctx.attempt == 1:
+        time.sleep(30)
+    return {**doc, "attempt": ctx.attempt}
+"""
+
+
+@pytest.mark.slow
+def test_a_call_still_running_after_the_grace_period_keeps_its_attempt(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    # Handed back at exit, it ran: a call that hangs every worker it runs on must reach
+    # max_attempts, not run for ever.
+    stages = 'hangs:\n  function: "{mod}:hangs_first"'
+    path = write_pipeline(tmp_path, pipeline_name, stages, HANGS_FIRST, "defaults:\n  lease: 2s")
+    client = redis7.client()
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        job = pipeline.submit({"n": 1})
+    log = tmp_path / "w.log"
+    worker = start_worker(path, "hangs", redis7.url, "--grace-period", "0.3s", log=log)
+    wait_until(
+        lambda: client.xpending(f"{{{pipeline_name}}}:input", "hangs")["pending"] == 1,
+        timeout=20,
+        what="the call to start",
+    )
+    assert stop(worker) == 0, log.read_text()[-2000:]
+    successor = start_worker(path, "hangs", redis7.url, log=log)
+    try:
+        wait_until(lambda: job_states(client, pipeline_name, [job])["done"] == 1, 20, "done")
+    finally:
+        assert stop(successor) == 0
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        assert pipeline.status(job).result["attempt"] == 2

@@ -7,10 +7,13 @@ other exception) still does. Usage errors are one line too, exit 2; Ctrl-C exits
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import structlog
 import typer
 
 from framework import logs
@@ -60,6 +63,21 @@ app.add_typer(dead.app, name="dead")
 def _exit(message: str, code: int) -> NoReturn:
     sys.stdout.flush()
     print(message, file=sys.stderr)
+    _leave(code)
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit with `code`. A sync stage call still running (past a worker's grace period, or a
+    run's --timeout) would hold the process at exit, where Python joins the thread pool's
+    threads until the call returns: its message is handed back or left to its lease, and
+    everything is closed, so leave it behind."""
+    main = threading.main_thread()
+    running = [t for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()]
+    if running:
+        structlog.get_logger().warning("exiting_with_calls_running", threads=len(running))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -85,5 +103,5 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(code)
         _exit(_usage_message(error), code)
     except (typer.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        _leave(130)
+    _leave(code if isinstance(code, int) else 0)
