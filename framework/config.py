@@ -72,7 +72,7 @@ def _check_function(value: str) -> str:
 def _check_url(value: str) -> str:
     if value == "embedded":
         return value
-    shown = re.sub(r"//[^@/]*@", "//***@", value)  # never echo a password into logs
+    shown = re.sub(r"(?<=://)[^?#]*@", "***@", value)  # never echo a password: to the last @
     if not (value.startswith(_URL_SCHEMES) and "://" in value[:-1]):
         raise ValueError(
             f"must be 'embedded' or a redis://, rediss:// or unix:// URL, got {shown!r}"
@@ -88,6 +88,9 @@ def _url_problem(url: str) -> str | None:
     now: building a connection object parses everything and opens no socket."""
     if not url.startswith("unix://"):
         database = url.partition("://")[2].partition("?")[0].partition("/")[2]
+        if "@" in database:  # a '/' in the password ends the host part early
+            return "a '/' in the password must be written %2F"
+        database = database.replace("/", "")  # as redis-py reads it
         if database and not database.isdigit():  # redis-py would quietly use database 0
             return f"the database after the host must be a number, got {database!r}"
     try:

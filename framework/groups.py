@@ -52,16 +52,26 @@ STALE_CONSUMER = timedelta(hours=1)
 
 
 async def retire_consumers(
-    client: AsyncClient, stream: str, group: str, me: str = "", stale: timedelta = STALE_CONSUMER
+    client: AsyncClient,
+    stream: str,
+    group: str,
+    me: str = "",
+    stale: timedelta = STALE_CONSUMER,
+    *,
+    local: bool = False,
 ) -> int:
     """Remove `me` if it holds nothing, and other consumers holding nothing that are idle past
-    `stale` or whose process is gone from this host."""
+    `stale`; with `local` (an embedded Redis, which only this host's processes use) also those
+    whose process is gone. Elsewhere containers may share a host name (host networking) but
+    not their PIDs, so a PID is no evidence there."""
     idle_ms = int(stale.total_seconds() * 1000)
-    try:
-        names = [_text(c["name"]) for c in await client.xinfo_consumers(stream, group)]
-    except ResponseError:  # no group yet: nothing to retire
-        return 0
-    gone = [name for name in names if name != me and process_gone(name)]
+    gone: list[str] = []
+    if local:
+        try:
+            names = [_text(c["name"]) for c in await client.xinfo_consumers(stream, group)]
+        except ResponseError:  # no group yet: nothing to retire
+            return 0
+        gone = [name for name in names if name != me and process_gone(name)]
     args = [group, me, idle_ms, *gone]
     return int(await scripts.script(scripts.RETIRE)(client, [stream], args))
 

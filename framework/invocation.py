@@ -123,8 +123,8 @@ class StageFunction:
             return DeadLetter(delivery.problem)
         if delivery.attempt > self.spec.max_attempts:
             return DeadLetter(
-                f"ran {delivery.attempt - 1} times (max_attempts {self.spec.max_attempts}), "
-                "the last without finishing: its worker died or was killed"
+                f"attempt {delivery.attempt} is over max_attempts {self.spec.max_attempts}: "
+                "the last run never finished (its worker died or was killed)"
             )
         if len(delivery.data) > self.max_payload:
             return DeadLetter(

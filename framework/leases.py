@@ -90,9 +90,9 @@ async def reclaim(
     reply = await scripts.script(scripts.RECLAIM)(client, [stream], args)
     next_cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
     deliveries = []
-    for message_id, deliveries_so_far, flat in reply[1:]:
+    for message_id, run, flat in reply[1:]:
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        deliveries.append(decode_entry(message_id, fields, int(deliveries_so_far), claimed=True))
+        deliveries.append(decode_entry(message_id, fields, int(run), claimed=True))
     return next_cursor, deliveries
 
 

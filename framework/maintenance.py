@@ -118,7 +118,8 @@ class Housekeeper:
                     hint=(
                         f"group {group!r} reads {spec.output_stream} but this worker's "
                         "pipeline.yaml has no such stage, so jobs are counted done without it: "
-                        "restart this worker with the pipeline.yaml that has it, or delete the "
-                        "group if another application made it"
+                        "restart this worker with the pipeline.yaml that has it (if another "
+                        "application reads this stream with that group, this worker cannot tell "
+                        "and jobs do not wait for it: ignore this)"
                     ),
                 )

@@ -40,12 +40,13 @@ class Pipeline:
 
     def __init__(self, spec: PipelineSpec) -> None:
         self.spec = spec
-        self._client: AsyncClient | None = None
+        self._clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
+        self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._embedded_lock = threading.Lock()
         self._server: Server | None = None
         self._url = spec.redis_url
         self._embedded: EmbeddedRedis | None = None
         self._loop_thread: _LoopThread | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def load(
@@ -67,35 +68,44 @@ class Pipeline:
     @property
     def url(self) -> str:
         """The Redis URL in use (for `embedded`, the server we started); empty before connect."""
-        return self._url if self._client is not None else ""
+        return self._url if self._clients else ""
 
     async def client(self) -> AsyncClient:
-        """The async client, connecting (and starting the embedded server) on first use.
+        """The async client of the running event loop, connecting (and starting the embedded
+        server) on first use.
 
-        A client's connections belong to the event loop that opened them: used from another
-        loop (the sync methods' private one, then `asyncio.run`, or two `asyncio.run`s) the
-        pipeline connects again on that loop and lets the old client go on its own.
+        A client's connections belong to the loop that opened them, so each loop gets its own:
+        the sync methods' private loop, the caller's `asyncio.run`s, workers running in another
+        thread. A loop that has been closed took its sockets with it; its client is dropped.
         """
         loop = asyncio.get_running_loop()
-        if self._client is not None and self._client_loop is not loop:
-            self._let_go(self._client, self._client_loop)
-            self._client = None
-        if self._client is None:
+        client = self._clients.get(loop)
+        if client is not None:
+            return client
+        lock = self._connecting.setdefault(loop, asyncio.Lock())
+        async with lock:  # two first calls on one loop make one client
+            client = self._clients.get(loop)
+            if client is None:
+                for closed in [other for other in self._clients if other.is_closed()]:
+                    del self._clients[closed]
+                    self._connecting.pop(closed, None)
+                url = await asyncio.to_thread(self._server_url)
+                client, self._server = await connect(url)
+                try:
+                    await ensure_groups(client, self.spec)
+                except BaseException:
+                    await client.aclose()
+                    raise
+                self._clients[loop] = client
+        return client
+
+    def _server_url(self) -> str:
+        """The URL to connect to, starting the embedded server once for every loop."""
+        with self._embedded_lock:
             if self._url == EMBEDDED:
                 self._embedded = EmbeddedRedis(self.spec.base_dir)
-                self._url = await asyncio.to_thread(self._embedded.start)
-            self._client, self._server = await connect(self._url)
-            self._client_loop = loop
-            await ensure_groups(self._client, self.spec)
-        return self._client
-
-    @staticmethod
-    def _let_go(client: AsyncClient, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Close a client on its own loop if that loop still runs. Of a loop that is closed
-        (`asyncio.run` returned), nothing can be awaited any more: its sockets are left to the
-        garbage collector, which closes them (with a ResourceWarning under `-W default`)."""
-        if loop is not None and loop.is_running() and not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                self._url = self._embedded.start()
+            return self._url
 
     async def server(self) -> Server:
         await self.client()
@@ -103,12 +113,16 @@ class Pipeline:
         return self._server
 
     async def close_async(self) -> None:
-        if self._client is not None:
-            if self._client_loop is asyncio.get_running_loop():
-                await self._client.aclose()
-            else:
-                self._let_go(self._client, self._client_loop)
-            self._client = None
+        """Close every loop's client (another running loop's on that loop), then stop an
+        embedded server we started."""
+        current = asyncio.get_running_loop()
+        clients, self._clients = self._clients, {}
+        self._connecting = {}
+        for loop, client in clients.items():
+            if loop is current:
+                await client.aclose()
+            elif loop.is_running():
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
             self._embedded = None

@@ -148,6 +148,9 @@ async def replay(client: AsyncClient, spec: PipelineSpec, stage: StageSpec, span
                 skipped += 1
                 continue
             entry = decode_entry(entry_id, fields)  # the bare-entry rule lives there
+            if entry.problem is not None:  # unreadable (not UTF-8): dead-lettered, not rerun
+                skipped += 1
+                continue
             keys = [stage.input_stream, spec.keys.job(entry.job)]
             calls.append((keys, [entry.job, entry.data, stage.name, entry.trace, now_ms, ttl]))
         if calls:

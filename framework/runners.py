@@ -13,12 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import ResponseError
 from structlog.typing import FilteringBoundLogger
 
 from framework.committer import Committer
 from framework.config import StageSpec
 from framework.connection import TRANSIENT_ERRORS, AsyncClient
 from framework.context import Context
+from framework.groups import is_missing_group
 from framework.inbox import Inbox
 from framework.invocation import StageFunction
 from framework.leases import count_runs
@@ -40,9 +42,10 @@ class Runners:
         log: FilteringBoundLogger,
         client: AsyncClient,
         consumer: str,
+        let_go: Callable[[Delivery], None],
     ) -> None:
         self.stage, self.function, self.inbox, self.committer = stage, function, inbox, committer
-        self.log, self.client, self.consumer = log, client, consumer
+        self.log, self.client, self.consumer, self.let_go = log, client, consumer, let_go
 
     async def run(self) -> None:
         """One runner: until cancelled."""
@@ -118,8 +121,6 @@ class Runners:
                 self.committer.add((delivery, SKIP, 0.0))
             else:
                 mine.append(delivery)
-        if any(d.claimed for d in mine):
-            mine = await self.counted(mine)
         if not mine:
             return
         # A retried item runs alone: a poison payload must not keep failing its neighbours.
@@ -127,6 +128,10 @@ class Runners:
         groups = [fresh] if fresh else []
         groups.extend([d] for d in mine if d.attempt > 1)
         for group in groups:
+            if any(d.claimed for d in group):  # counted as each group starts, not before
+                group = await self.counted(group)
+                if not group:
+                    continue
             started = time.perf_counter()
             outcomes = await self.function.call_batch(group, self._batch_context(group))
             elapsed = (time.perf_counter() - started) / len(group)
@@ -135,8 +140,9 @@ class Runners:
 
     async def counted(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Count the runs of the reclaimed among `deliveries` before they start; returns those
-        to run. One another worker has reclaimed meanwhile is not run: the committer hears of
-        it as not ours, as it would of its late result."""
+        to run. One another worker has reclaimed meanwhile is not run, and nothing is
+        committed for it: the worker lets go of it (were it reclaimed back to us meanwhile, a
+        commit would acknowledge a message that never ran)."""
         claimed = [d for d in deliveries if d.claimed]
         stage, delay = self.stage, 0.05
         while True:
@@ -145,16 +151,22 @@ class Runners:
                     self.client, stage.input_stream, stage.name, self.consumer, claimed
                 )
                 break
+            except ResponseError as error:
+                if is_missing_group(error):  # FLUSHALL, a deleted stream: in no one's hands
+                    ours = set()
+                    break
+                retry_in = delay  # READONLY during a failover, LOADING after a restart
+                self.log.warning("counting_runs_failed", error=str(error), retry_in_s=retry_in)
             except TRANSIENT_ERRORS as error:  # never run one uncounted: it may kill us
                 self.log.warning("redis_unavailable", error=str(error), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         runnable = []
         for delivery in deliveries:
             if delivery.claimed:
                 delivery.claimed = False
                 if delivery.message_id not in ours:
-                    self.committer.add((delivery, SKIP, 0.0))
+                    self.let_go(delivery)
                     continue
             runnable.append(delivery)
         return runnable

@@ -84,7 +84,14 @@ class StageWorker:
             commits, pipeline, stage, self.consumer, self._settle, self._redis_down
         )
         self._runners = Runners(
-            stage, function, self._inbox, self._committer, self.log, client, self.consumer
+            stage,
+            function,
+            self._inbox,
+            self._committer,
+            self.log,
+            client,
+            self.consumer,
+            self._let_go,
         )
         self._leases = LeaseKeeper(
             lease_client,
@@ -115,7 +122,8 @@ class StageWorker:
         await announce_consumer(
             self.client, self.server, self.stage.input_stream, self.stage.name, self.consumer
         )
-        await retire_consumers(self.client, self.stage.input_stream, self.stage.name)
+        local = self.pipeline.redis_url == "embedded"  # only this host's processes use it
+        await retire_consumers(self.client, self.stage.input_stream, self.stage.name, local=local)
         self._leases.start()
         self.log.info("worker_started", concurrency=self.stage.concurrency, batch=self.stage.batch)
         try:
@@ -272,6 +280,13 @@ class StageWorker:
         if self._lost:
             self._lost.discard(delivery.message_id)
         self._inbox.put(delivery)
+
+    def _let_go(self, delivery: Delivery) -> None:
+        """A reclaimed message another worker took before we started it: not ours to run."""
+        self._held.pop(delivery.message_id, None)
+        self._lost.discard(delivery.message_id)
+        self._room.set()
+        self.log.info("lease_lost", message_id=delivery.message_id, job_id=delivery.job)
 
     def _on_lost_threadsafe(self, ids: list[str]) -> None:
         # Most "lost" ids were just committed (renewal raced the commit): keep the others.

@@ -409,3 +409,11 @@ def test_results_are_shown_compactly() -> None:
     assert len(shown) < 120
     assert compact(list(range(20))) == "[20 ints]"
     assert compact(["x"] * 10) == '["x", "x", "x", "x", "x", "x", "x", "x", … +2 more]'
+
+
+def test_serve_on_a_taken_port_is_one_line_with_exit_1(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    taken = cli(tmp_path, "serve", "--port", str(redis7.port), redis_url=redis7.url)
+    assert_one_line_error(taken, 1, f"cannot listen on 127.0.0.1:{redis7.port}: Address already")

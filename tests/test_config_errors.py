@@ -453,6 +453,12 @@ ERRORS = {
         "pipeline.yaml: redis.url: 'redis://h?colour=red' is not a usable Redis URL: unknown "
         "option 'colour'",
     ),
+    "redis url whose password has a slash": (
+        "name: docs\nredis:\n  url: 'rediss://:k+e/y=@h:6380/0'\n"
+        "stages:\n  a:\n    function: m:f\n",
+        "pipeline.yaml: redis.url: 'rediss://***@h:6380/0' is not a usable Redis URL: a '/' in "
+        "the password must be written %2F",
+    ),
     "redis url with a database that is not a number": (
         "name: docs\nredis:\n  url: redis://h/zero\nstages:\n  a:\n    function: m:f\n",
         "pipeline.yaml: redis.url: 'redis://h/zero' is not a usable Redis URL: the database "

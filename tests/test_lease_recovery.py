@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from pipelines import job_states, start_worker, stop, write_pipeline
 from servers import RedisServer, wait_until
 
+from framework.connection import Server, connect
+from framework.leases import count_runs, reclaim
 from framework.pipeline import Pipeline
+from framework.wire import Delivery
 
 CODE = """
 import asyncio, os, time
@@ -37,6 +41,13 @@ def dies_on_poison(doc, ctx):
     if doc.get("poison"):
         os.kill(os.getpid(), 9)
     return doc
+
+def dies_on_poison_in_batch(docs, ctx):
+    for doc, item in zip(docs, ctx.items):
+        _mark(doc, item)
+    if any(doc.get("poison") for doc in docs):
+        os.kill(os.getpid(), 9)
+    return docs
 
 def stuck_first_time(doc, ctx):
     _mark(doc, ctx)
@@ -120,12 +131,16 @@ def test_a_killed_workers_message_moves_on_within_about_two_leases(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("batch", [False, True], ids=["one-by-one", "batch"])
 def test_a_message_that_kills_its_worker_is_dead_lettered_and_its_neighbours_finish(
-    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path, batch: bool
 ) -> None:
     # concurrency 1 holds two messages: the poison, and a neighbour read with it that never
     # starts before the worker dies. Each restart reclaims both; only the poison's runs count.
-    stage = 'fragile:\n  function: "{mod}:dies_on_poison"\n  max_attempts: 3'
+    # With `batch: 2`, the first batch runs the poison and a neighbour together (a run for
+    # both); after that a reclaimed message runs alone, counted only as it starts.
+    function = 'dies_on_poison_in_batch"\n  batch: 2' if batch else 'dies_on_poison"'
+    stage = f'fragile:\n  function: "{{mod}}:{function}\n  max_attempts: 3'
     path = write_pipeline(tmp_path, pipeline_name, stage, CODE, TOP)
     runs_file, log = tmp_path / "runs.txt", tmp_path / "w.log"
     client = redis7.client()
@@ -154,7 +169,46 @@ def test_a_message_that_kills_its_worker_is_dead_lettered_and_its_neighbours_fin
     assert restarts == 4  # three killed, one that dead-letters the poison and runs the rest
     [(_id, letter)] = client.xrange(f"{{{pipeline_name}}}:dead")
     assert letter[b"job"].decode() == poison
-    assert b"ran 3 times (max_attempts 3)" in letter[b"error"]
-    assert Counter(job for job, _a, _p in runs(runs_file) if job != poison) == dict.fromkeys(
-        fine, 1
-    )
+    assert letter[b"error"].startswith(b"attempt 4 is over max_attempts 3: the last run never")
+    if not batch:
+        neighbour_runs = Counter(job for job, _a, _p in runs(runs_file) if job != poison)
+        assert neighbour_runs == dict.fromkeys(fine, 1)
+
+
+@pytest.mark.parametrize("autoclaim", [True, False], ids=["xautoclaim", "xpending-xclaim"])
+async def test_a_reclaimed_message_costs_an_attempt_only_when_its_run_starts(
+    redis_server: RedisServer, pipeline_name: str, autoclaim: bool
+) -> None:
+    stream, group = f"{{{pipeline_name}}}:input", "stage"
+    server = Server((6, 2) if autoclaim else (6, 0), cluster=False)
+    client, _ = await connect(redis_server.url)
+
+    async def deliveries() -> int:
+        [entry] = await client.xpending_range(stream, group, "-", "+", 1)
+        return int(entry["times_delivered"])
+
+    async def reclaimed_by(consumer: str) -> Delivery:
+        _, [delivery] = await reclaim(
+            client, server, stream, group, consumer, timedelta(0), "0-0", 10
+        )
+        return delivery
+
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+        entry = (await client.xadd(stream, {"job": "j", "data": "{}"})).decode()
+        await client.xreadgroup(group, "first", {stream: ">"})
+        assert await deliveries() == 1  # the first delivery counts: no one can tell it ran
+
+        held = await reclaimed_by("second")  # held, never started: costs nothing
+        assert (held.message_id, held.attempt, held.claimed) == (entry, 2, True)
+        assert await deliveries() == 1
+        again = await reclaimed_by("third")
+        assert again.attempt == 2
+        assert await deliveries() == 1
+
+        assert await count_runs(client, stream, group, "third", [again]) == {entry}
+        assert await deliveries() == 2  # its run started
+        assert await count_runs(client, stream, group, "second", [held]) == set()  # not ours
+        assert (await reclaimed_by("fourth")).attempt == 3
+    finally:
+        await client.aclose()

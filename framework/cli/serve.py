@@ -53,16 +53,34 @@ class CannotListen(PipelineError):
     """The address is taken or not ours to bind: one line, exit 1 (uvicorn would log and exit 3)."""
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """Bound here rather than by uvicorn, so a taken port is one clear line."""
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound here rather than by uvicorn, so a taken port is one clear line; one socket per
+    address the host has (`localhost`: 127.0.0.1 and ::1; "": every interface), as uvicorn
+    binds them."""
+    sockets: list[socket.socket] = []
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, protocol, _, address in dict.fromkeys(found):
+            listening = socket.socket(family, kind, protocol)
+            sockets.append(listening)
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listening.bind(address)
+            listening.listen(2048)
     except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
+        for listening in sockets:
+            listening.close()
+        if isinstance(error, socket.gaierror) or not error.errno:
+            reason = error.strerror or str(error)  # a name that does not resolve
+        else:
+            reason = os.strerror(error.errno)
         raise CannotListen(
             f"cannot listen on {host}:{port}: {reason}; choose another --port or --host"
         ) from None
+    return sockets
 
 
 async def serve_api(pipeline: Pipeline, host: str, port: int) -> None:
@@ -70,10 +88,15 @@ async def serve_api(pipeline: Pipeline, host: str, port: int) -> None:
 
     from framework.api import create_app
 
-    listening = listening_socket(host, port)
     async with connected(pipeline):
-        config = uvicorn.Config(create_app(pipeline), host=host, port=port, lifespan="off")
-        await graceful_server(config).serve(sockets=[listening])
+        await pipeline.client()  # Redis first: unreachable is one line, before we listen
+        sockets = listening_sockets(host, port)
+        try:
+            config = uvicorn.Config(create_app(pipeline), host=host, port=port, lifespan="off")
+            await graceful_server(config).serve(sockets=sockets)
+        finally:
+            for listening in sockets:
+                listening.close()
 
 
 def serve(
