@@ -12,10 +12,16 @@ import asyncio
 import functools
 from collections.abc import Callable
 
+import structlog
+from redis.exceptions import ResponseError
+
 from framework.commits import Finished, commit
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import retry_forever
+from framework.groups import is_missing_group
 from framework.scripts import AsyncRedis
+
+log = structlog.get_logger()
 
 MAX_COMMIT = 500  # messages per commit.lua call
 CLOSE_TIMEOUT = 10.0  # how long a stopping worker waits for the commit on its way
@@ -62,11 +68,22 @@ class Committer:
             try:
                 # Retried until it answers: giving up would run the stage again.
                 statuses = await retry_forever(
-                    functools.partial(self._commit, batch), self._redis_down
+                    functools.partial(self._commit_or_drop, batch), self._redis_down
                 )
             finally:
                 self.committing = []
             self._settle(batch, statuses)
+
+    async def _commit_or_drop(self, batch: list[Finished]) -> list[bool]:
+        try:
+            return await self._commit(batch)
+        except ResponseError as error:
+            if not is_missing_group(error):
+                raise
+            # Redis came back empty (no persistence, FLUSHALL, a failover to an empty replica):
+            # these messages are in no pending list any more, ours least of all.
+            log.warning("group_missing_results_dropped", count=len(batch), error=str(error))
+            return [False] * len(batch)
 
     async def close(self, task: asyncio.Task[None]) -> None:
         """Commit what has finished, then stop `task` (the one running `run`). A commit still

@@ -27,15 +27,29 @@ from framework.errors import ConfigError, RedisUnavailable
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 
-# What a lost connection looks like; everything else is a real error.
+# Replies that mean "not now" rather than "never": memory at maxmemory, a replica being
+# promoted, a cluster slot on the move (redis-py's cluster client gives up with ClusterError
+# after too many redirections). A script refused for them ran nothing (the check comes before
+# its first write), so running it again is safe.
+BUSY_SERVER_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError, "TTL exhausted"
+)
+# What a lost connection or a busy server looks like; everything else is a real error.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
     OSError,
+    *BUSY_SERVER_ERRORS,
 )
+# Anything Redis or the way to it can raise: what best-effort work (housekeeping, the lease
+# heartbeat) outlives.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, redis.exceptions.RedisError)
 # What makes the first contact fail: the server is away, or refuses us (auth, TLS, protocol).
-UNREACHABLE: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, redis.exceptions.RedisError)
+UNREACHABLE = REDIS_ERRORS
 
 # Blocking reads wait at most a second, so a socket silent for much longer is a dead peer.
 SOCKET_TIMEOUT = 15.0

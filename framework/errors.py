@@ -55,14 +55,28 @@ class PayloadTooLarge(PayloadError):
 
 
 class BacklogFull(PipelineError):
-    """Submit refused because the first stage is over its `max_backlog`."""
+    """Submit refused because the first stage is at its `max_backlog`.
 
-    def __init__(self, stage: str, backlog: int, limit: int) -> None:
+    From `submit_many`, some jobs may have been queued before (or, in the same round trip,
+    after) the refusal: `queued` holds their (position, job id), `refused` the positions that
+    were not, so a caller resubmits exactly those.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        backlog: int,
+        limit: int,
+        queued: list[tuple[int, str]] | None = None,
+        refused: list[int] | None = None,
+    ) -> None:
         self.stage = stage
         self.backlog = backlog
         self.limit = limit
+        self.queued = queued or []
+        self.refused = refused or []
         super().__init__(
-            f"stage {stage!r} is full: backlog {backlog} is over max_backlog {limit}; "
+            f"stage {stage!r} is full: backlog {backlog} is at max_backlog {limit}; "
             "retry later or add workers"
         )
 

@@ -41,6 +41,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def is_unblocked(error: ResponseError) -> bool:
+    """A blocked XREADGROUP released because its key is gone from this node: deleted, or its
+    cluster slot migrated (Redis 7). Read again; the cluster client follows the slot."""
+    return str(error).startswith("UNBLOCKED")
+
+
 def is_missing_group(error: ResponseError) -> bool:
     """The group (or its stream) vanished: FLUSHALL, a deleted key, a server without AOF."""
     return "NOGROUP" in str(error)

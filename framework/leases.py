@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from framework import scripts
-from framework.connection import TRANSIENT_ERRORS, AsyncClient, Server, SyncClient
+from framework.connection import REDIS_ERRORS, AsyncClient, Server, SyncClient
 from framework.wire import Delivery, decode_entry
 
 log = structlog.get_logger()
@@ -57,7 +57,8 @@ class LeaseKeeper:
             ids = list(self.held())
             try:
                 lost = self.renew(ids)
-            except TRANSIENT_ERRORS as error:
+            except REDIS_ERRORS as error:  # the heartbeat must outlive any reply: NOGROUP
+                # after an empty restart (the worker makes the group again), a busy server
                 log.warning("lease_renewal_failed", consumer=self.consumer, error=str(error))
                 continue
             if lost:

@@ -21,7 +21,7 @@ import structlog
 
 from framework import scripts
 from framework.config import PipelineSpec
-from framework.connection import TRANSIENT_ERRORS, AsyncClient
+from framework.connection import REDIS_ERRORS, AsyncClient
 from framework.groups import reader_groups
 from framework.retention import trim
 
@@ -30,6 +30,7 @@ log = structlog.get_logger()
 PROMOTE_BATCH = 500
 TRIM_EVERY = 1.0
 READERS_EVERY = 10.0
+FAILURE_LOG_EVERY = 60.0
 MAX_NAP = 1.0
 
 
@@ -73,6 +74,8 @@ class Housekeeper:
         self._trimmed_at = 0.0
         self._readers_at = 0.0
         self._unknown_readers: set[str] = set()
+        self._failing_since: float | None = None
+        self._logged_at = 0.0
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -82,12 +85,27 @@ class Housekeeper:
                 await self._trim_if_due()
                 await self._check_readers_if_due()
                 nap = await seconds_to_next_retry(self.client, self.spec)
-            except TRANSIENT_ERRORS as error:
-                log.warning("housekeeping_failed", pipeline=self.spec.name, error=str(error))
+                self._failing_since = None
+            except REDIS_ERRORS as error:  # best effort: it never stops a worker
+                self._failed(error)
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=max(nap, 0.01))
             except TimeoutError:
                 pass
+
+    def _failed(self, error: BaseException) -> None:
+        """Once when it starts failing, then every FAILURE_LOG_EVERY: Redis away for a minute
+        is one line a minute here (the reader and committer say so too), not sixty."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._logged_at = now
+        elif now - self._logged_at < FAILURE_LOG_EVERY:
+            return
+        self._logged_at = now
+        failing_s = round(now - self._failing_since)
+        log.warning(
+            "housekeeping_failed", pipeline=self.spec.name, error=str(error), for_s=failing_s
+        )
 
     async def _trim_if_due(self) -> None:
         now = time.monotonic()

@@ -151,7 +151,9 @@ class Pipeline:
                 raise PayloadError(f"job id {job_id!r} must be 1-200 characters, no whitespace")
         client = await self.client()
         first = self.spec.first
-        ids: list[str] = []
+        queued: list[tuple[int, str]] = []  # (position, job id)
+        refused: list[int] = []
+        backlog = 0
         submit = scripts.script(scripts.SUBMIT)
         for start in range(0, len(encoded), SUBMIT_CHUNK):
             chunk = encoded[start : start + SUBMIT_CHUNK]
@@ -175,11 +177,17 @@ class Pipeline:
                     for data, job_id in chunk
                 ],
             )
-            for job, backlog in replies:
-                if not job:
-                    raise BacklogFull(first.name, int(backlog), first.max_backlog or 0)
-                ids.append(job.decode() if isinstance(job, bytes) else str(job))
-        return ids
+            for position, (job, at) in enumerate(replies, start=start):
+                if job:
+                    queued.append((position, job.decode() if isinstance(job, bytes) else str(job)))
+                else:
+                    refused.append(position)
+                    backlog = max(backlog, int(at))
+            if refused:  # the round trip that met the refusal is the last one sent
+                refused.extend(range(start + len(chunk), len(encoded)))
+                limit = first.max_backlog or 0
+                raise BacklogFull(first.name, backlog, limit, queued, refused)
+        return [job for _, job in queued]
 
     # -- wait and status ---------------------------------------------------------------------
 

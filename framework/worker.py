@@ -36,6 +36,7 @@ from framework.groups import (
     announce_consumer,
     ensure_groups,
     is_missing_group,
+    is_unblocked,
     retire_consumers,
 )
 from framework.inbox import Inbox
@@ -253,6 +254,11 @@ class StageWorker:
                 delay = min(delay * 2, 5.0)
                 continue
             except ResponseError as error:
+                if is_unblocked(error):  # the key moved to another cluster node, or was deleted
+                    self._redis_down(error, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
                 if not is_missing_group(error):
                     raise
                 self.log.warning("group_missing_recreating", error=str(error))

@@ -417,3 +417,19 @@ def test_serve_on_a_taken_port_is_one_line_with_exit_1(
     write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
     taken = cli(tmp_path, "serve", "--port", str(redis7.port), redis_url=redis7.url)
     assert_one_line_error(taken, 1, f"cannot listen on 127.0.0.1:{redis7.port}: Address already")
+
+
+def test_submit_cut_short_by_backpressure_prints_what_was_queued_and_what_was_not(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(
+        tmp_path, pipeline_name, 'one:\n  function: "{mod}:same"\n  max_backlog: 5', SAME
+    )
+    lines = "".join(f'{{"n": {n}}}\n' for n in range(12))
+    result = cli(tmp_path, "submit", "-", redis_url=redis7.url, stdin=lines)
+    assert_one_line_error(result, 1, "stage 'one' is full: backlog 5 is at max_backlog 5")
+    assert "queued 5 of 12 jobs (their ids above), not queued: jobs 6-12" in result.stderr
+    with redis7.client() as client:
+        queued = [i.decode() for i, _ in client.xrange(f"{{{pipeline_name}}}:input")]
+    assert result.stdout.split() == queued
+    assert len(queued) == 5

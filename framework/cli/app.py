@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 
 import structlog
 import typer
+from redis.exceptions import RedisError
 
 from framework import logs
 from framework.cli import check, dead, replay, run, serve, status, submit, worker
@@ -90,6 +91,13 @@ def _usage_message(error: Exception) -> str:
     return f"error: {message} (see: {context.command_path} --help)"
 
 
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `pipeline` console script (and `python -m framework`)."""
     logs.configure()
@@ -102,6 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         if not str(error):
             sys.exit(code)
         _exit(_usage_message(error), code)
+    except RedisError as error:  # the server said no: out of memory, no permission, ...
+        _exit(f"Redis refused: {error}", 1)
+    except ExceptionGroup as group:  # a worker's tasks: the same, when all they met was Redis
+        matched, rest = group.split(RedisError)
+        if matched is None or rest is not None:
+            raise
+        _exit(f"Redis refused: {_first(matched)}", 1)
     except (typer.Abort, KeyboardInterrupt):
         _leave(130)
     _leave(code if isinstance(code, int) else 0)

@@ -17,7 +17,7 @@ import typer
 from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import json_line
 from framework.cli.documents import check_sizes, find_documents
-from framework.errors import PayloadError
+from framework.errors import BacklogFull, PayloadError, PipelineError
 from framework.pipeline import Pipeline, valid_job_id
 from framework.wire import decode_json_text, encode_payload
 
@@ -67,7 +67,12 @@ async def submit_and_wait(
 ) -> bool:
     """Submit, print the ids; with `wait`, print each outcome. True when none failed."""
     async with connected(pipeline):
-        ids = await pipeline.submit_many_async(jobs)
+        try:
+            ids = await pipeline.submit_many_async(jobs)
+        except BacklogFull as full:
+            for _, job_id in full.queued:  # these are queued: say so, or they are submitted twice
+                typer.echo(job_id)
+            raise PartlyQueued(full, len(jobs)) from None
         for job_id in ids:
             typer.echo(job_id)
         if not wait:
@@ -79,6 +84,31 @@ async def submit_and_wait(
         typer.echo(json_line({"job": job.id, "state": job.state, "result": job.result,
                               "error": job.error}))  # fmt: skip
     return all(finished[job_id].state == "done" for job_id in ids)
+
+
+class PartlyQueued(PipelineError):
+    """Backpressure stopped a submit part way: what was queued, and what to submit again."""
+
+    def __init__(self, full: BacklogFull, total: int) -> None:
+        if not full.queued:
+            super().__init__(f"{full}; nothing was submitted")
+            return
+        super().__init__(
+            f"{full}; queued {len(full.queued)} of {total} jobs (their ids above), not "
+            f"queued: job{'s' if len(full.refused) > 1 else ''} {spans(full.refused)} "
+            "(counting from 1, in input order)"
+        )
+
+
+def spans(positions: list[int]) -> str:
+    """0-based positions as 1-based ranges: [5, 6, 7, 9] -> "6-8, 10"."""
+    ranges: list[list[int]] = []
+    for position in sorted(positions):
+        if ranges and position == ranges[-1][1] + 1:
+            ranges[-1][1] = position
+        else:
+            ranges.append([position, position])
+    return ", ".join(f"{a + 1}" if a == b else f"{a + 1}-{b + 1}" for a, b in ranges)
 
 
 def submit(
