@@ -9,9 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
+
+import structlog
 
 from framework import scripts
 from framework.connection import AsyncClient
+
+log = structlog.get_logger()
+
+PAUSE_WORTH_LOGGING = 1.0  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +38,15 @@ async def backlog(client: AsyncClient, stream: str, group: str, cap: int) -> int
 class Gate:
     """Holds a reader back while any stage downstream is over its max_backlog."""
 
-    def __init__(self, client: AsyncClient, downstream: list[Downstream], recheck: float = 0.1):
+    def __init__(
+        self,
+        client: AsyncClient,
+        downstream: list[Downstream],
+        recheck: float = 0.1,
+        logger: Any = None,
+    ):
         self.client = client
+        self.log = logger if logger is not None else log
         self.downstream = downstream
         self.recheck = recheck
         self._checked_at = 0.0
@@ -64,9 +78,24 @@ class Gate:
         return self._blocked_by
 
     async def wait_open(self, stopping: asyncio.Event) -> bool:
-        """Wait until no stage downstream is full; False if stopping meanwhile."""
-        while await self.blocked_by() is not None:
+        """Wait until no stage downstream is full; False if stopping meanwhile. A pause of a
+        second or more is logged as it ends (`backpressure_paused`), so a stage that seems idle
+        says why; shorter ones are the gate working as it should, many times a second."""
+        paused_at: float | None = None
+        blocker: Downstream | None = None
+        while (full := await self.blocked_by()) is not None:
+            if paused_at is None:
+                paused_at, blocker = time.monotonic(), full
             if stopping.is_set():
                 return False
             await asyncio.sleep(self.recheck)
+        if paused_at is not None and blocker is not None:
+            paused_s = time.monotonic() - paused_at
+            if paused_s >= PAUSE_WORTH_LOGGING:
+                self.log.info(
+                    "backpressure_paused",
+                    by=blocker.stage,
+                    max_backlog=blocker.limit,
+                    paused_s=round(paused_s, 1),
+                )
         return True

@@ -108,7 +108,7 @@ class StageWorker:
             for s in pipeline.stages
             if s.input_stage == stage.name and s.max_backlog is not None
         ]
-        self._gate = Gate(client, downstream)
+        self._gate = Gate(client, downstream, logger=self.log)
         streams = [stage.output_stream, pipeline.keys.dead, pipeline.keys.done]
         if stage.input_stage is not None or stage.input_stream == pipeline.keys.input:
             streams.insert(0, stage.input_stream)  # never trim another application's stream

@@ -34,6 +34,7 @@ def install_stop_handlers(stopping: asyncio.Event) -> None:
 
     def on_signal(signum: int) -> None:
         if stopping.is_set():
+            log.warning("shutdown_forced", signal=signal.Signals(signum).name)
             sys.stderr.flush()
             os._exit(130)  # at once: atexit would join the threads of a hung stage call
         log.info("shutdown_requested", signal=signal.Signals(signum).name)
