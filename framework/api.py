@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework import __version__
+from framework.connection import BUSY_SERVER_ERRORS
 from framework.dashboard import dashboard_html
 from framework.errors import (
     BacklogFull,
@@ -49,12 +50,13 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (RedisUnavailable, 503),
     (RedisConnectionError, 503),  # Redis went away after we connected
     (RedisTimeoutError, 503),
+    *((kind, 503) for kind in BUSY_SERVER_ERRORS),  # at maxmemory, failing over: "not now"
 )
 
 
 def _error_response(error: Exception) -> JSONResponse:
     status = next((code for kind, code in STATUS_OF if isinstance(error, kind)), 500)
-    headers = {"Retry-After": "1"} if isinstance(error, BacklogFull) else None
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
     return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 

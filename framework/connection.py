@@ -31,7 +31,7 @@ SyncClient = redis.Redis | redis.cluster.RedisCluster
 # promoted, a cluster slot on the move (redis-py's cluster client gives up with ClusterError
 # after too many redirections). A script refused for them ran nothing (the check comes before
 # its first write), so running it again is safe.
-BUSY_SERVER_ERRORS: tuple[type[BaseException], ...] = (
+BUSY_SERVER_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.OutOfMemoryError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
