@@ -19,6 +19,7 @@ from framework.connection import AsyncClient
 log = structlog.get_logger()
 
 PAUSE_WORTH_LOGGING = 1.0  # seconds
+PAUSE_LOG_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +79,27 @@ class Gate:
         return self._blocked_by
 
     async def wait_open(self, stopping: asyncio.Event) -> bool:
-        """Wait until no stage downstream is full; False if stopping meanwhile. A pause of a
-        second or more is logged as it ends (`backpressure_paused`), so a stage that seems idle
-        says why; shorter ones are the gate working as it should, many times a second."""
-        paused_at: float | None = None
-        blocker: Downstream | None = None
+        """Wait until no stage downstream is full; False if stopping meanwhile. A pause is
+        logged once it has lasted a second (`backpressure_paused`, then once a minute) and as
+        it ends, so a stage that seems idle says why; shorter ones are the gate working as it
+        should, many times a second."""
+        paused_at = time.monotonic()
+        told_at: float | None = None  # when the pause was last logged
         while (full := await self.blocked_by()) is not None:
-            if paused_at is None:
-                paused_at, blocker = time.monotonic(), full
             if stopping.is_set():
                 return False
-            await asyncio.sleep(self.recheck)
-        if paused_at is not None and blocker is not None:
-            paused_s = time.monotonic() - paused_at
-            if paused_s >= PAUSE_WORTH_LOGGING:
+            now = time.monotonic()
+            if now - paused_at >= PAUSE_WORTH_LOGGING and (
+                told_at is None or now - told_at >= PAUSE_LOG_EVERY
+            ):
+                told_at = now
                 self.log.info(
                     "backpressure_paused",
-                    by=blocker.stage,
-                    max_backlog=blocker.limit,
-                    paused_s=round(paused_s, 1),
+                    by=full.stage,
+                    max_backlog=full.limit,
+                    paused_s=round(now - paused_at, 1),
                 )
+            await asyncio.sleep(self.recheck)
+        if told_at is not None:
+            self.log.info("backpressure_resumed", paused_s=round(time.monotonic() - paused_at, 1))
         return True

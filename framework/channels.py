@@ -68,6 +68,14 @@ class Channel:
         try:
             await connection.send_packed_command(hiredis.pack_command(args), check_health=False)
             return await connection.read_response()
+        except redis.exceptions.ReadOnlyError:
+            # A failover demoted this node (a name or address that now leads to the new
+            # primary): the next command goes out on a fresh connection, as redis-py's Sentinel
+            # connections do, and the pool's idle ones go too.
+            self._connection = None
+            await pool.release(connection)
+            await pool.disconnect(inuse_connections=False)
+            raise
         except redis.exceptions.ResponseError:
             raise  # the server answered: the connection is in step
         except BaseException:

@@ -36,6 +36,7 @@ BUSY_SERVER_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError, "TTL exhausted"
+    redis.exceptions.SlotNotCoveredError,  # a cluster failover under way
 )
 # What a lost connection or a busy server looks like; everything else is a real error.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -47,7 +48,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Anything Redis or the way to it can raise: what best-effort work (housekeeping, the lease
 # heartbeat) outlives.
-REDIS_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, redis.exceptions.RedisError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,  # not a RedisError
+)
 # What makes the first contact fail: the server is away, or refuses us (auth, TLS, protocol).
 UNREACHABLE = REDIS_ERRORS
 
@@ -156,9 +161,15 @@ async def connect(
     try:
         info = await plain.info("server")
         cluster = (await plain.info("cluster")).get("cluster_enabled") == 1
+        role = (await plain.info("replication")).get("role")
     except UNREACHABLE as error:
         await plain.aclose()
         raise RedisUnavailable(f"cannot reach Redis at {_describe(url)}: {error}") from None
+    if role == "slave":  # every write would be refused READONLY, and retried for ever
+        await plain.aclose()
+        raise RedisUnavailable(
+            f"Redis at {_describe(url)} is a replica (read-only): point redis.url at the primary"
+        )
     server = Server(_parse_version(str(info.get("redis_version", "0"))), cluster)
     if not cluster:
         return plain, server

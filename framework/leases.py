@@ -61,6 +61,9 @@ class LeaseKeeper:
                 # after an empty restart (the worker makes the group again), a busy server
                 log.warning("lease_renewal_failed", consumer=self.consumer, error=str(error))
                 continue
+            except Exception:  # a bug of ours: say so loudly, and keep the heartbeat going
+                log.exception("lease_renewal_crashed", consumer=self.consumer)
+                continue
             if lost:
                 self.on_lost(lost)
 

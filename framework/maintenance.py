@@ -21,7 +21,7 @@ import structlog
 
 from framework import scripts
 from framework.config import PipelineSpec
-from framework.connection import REDIS_ERRORS, AsyncClient
+from framework.connection import REDIS_ERRORS, TRANSIENT_ERRORS, AsyncClient
 from framework.groups import reader_groups
 from framework.retention import trim
 
@@ -103,9 +103,18 @@ class Housekeeper:
             return
         self._logged_at = now
         failing_s = round(now - self._failing_since)
-        log.warning(
-            "housekeeping_failed", pipeline=self.spec.name, error=str(error), for_s=failing_s
-        )
+        if isinstance(error, TRANSIENT_ERRORS):
+            log.warning(
+                "housekeeping_failed", pipeline=self.spec.name, error=str(error), for_s=failing_s
+            )
+        else:  # a refusal that waiting will not cure (a script of ours, a key of another type)
+            log.error(
+                "housekeeping_failed",
+                pipeline=self.spec.name,
+                error=str(error),
+                for_s=failing_s,
+                exc_info=error,
+            )
 
     async def _trim_if_due(self) -> None:
         now = time.monotonic()

@@ -82,13 +82,14 @@ class Pipeline:
         client = self._clients.get(loop)
         if client is not None:
             return client
-        lock = self._connecting.setdefault(loop, asyncio.Lock())
+        with self._embedded_lock:  # the dicts are shared with other threads' loops
+            lock = self._connecting.setdefault(loop, asyncio.Lock())
+            for closed in [other for other in list(self._clients) if other.is_closed()]:
+                self._clients.pop(closed, None)
+                self._connecting.pop(closed, None)
         async with lock:  # two first calls on one loop make one client
             client = self._clients.get(loop)
             if client is None:
-                for closed in [other for other in self._clients if other.is_closed()]:
-                    del self._clients[closed]
-                    self._connecting.pop(closed, None)
                 url = await asyncio.to_thread(self._server_url)
                 client, self._server = await connect(url)
                 try:
@@ -116,8 +117,9 @@ class Pipeline:
         """Close every loop's client (another running loop's on that loop), then stop an
         embedded server we started."""
         current = asyncio.get_running_loop()
-        clients, self._clients = self._clients, {}
-        self._connecting = {}
+        with self._embedded_lock:
+            clients, self._clients = self._clients, {}
+            self._connecting = {}
         for loop, client in clients.items():
             if loop is current:
                 await client.aclose()

@@ -151,14 +151,13 @@ class Runners:
                     self.client, stage.input_stream, stage.name, self.consumer, claimed
                 )
                 break
-            except ResponseError as error:
-                if is_missing_group(error):  # FLUSHALL, a deleted stream: in no one's hands
-                    ours = set()
-                    break
-                retry_in = delay  # READONLY during a failover, LOADING after a restart
-                self.log.warning("counting_runs_failed", error=str(error), retry_in_s=retry_in)
             except TRANSIENT_ERRORS as error:  # never run one uncounted: it may kill us
                 self.log.warning("redis_unavailable", error=str(error), retry_in_s=delay)
+            except ResponseError as error:
+                if not is_missing_group(error):
+                    raise
+                ours = set()  # FLUSHALL, a deleted stream: in no one's hands
+                break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         runnable = []

@@ -13,7 +13,15 @@ from importlib import resources
 from typing import Any, Protocol
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
 CLUSTER_FANOUT = 50  # concurrent calls (and so connections) when pipelining is not possible
 
@@ -38,9 +46,12 @@ class Script:
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+            try:
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await client.eval(self.source, len(keys), *keys, *args)
+        except ResponseError as error:
+            raise unwrapped(error) from None
 
     async def many(self, client: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """Run the script once per (keys, args) in one pipelined round trip, in order.
@@ -65,6 +76,8 @@ class Script:
             for index, result in zip(todo, results, strict=True):
                 if isinstance(result, NoScriptError):
                     missing.append(index)
+                elif isinstance(result, ResponseError):
+                    raise unwrapped(result)
                 elif isinstance(result, Exception):
                     raise result
                 else:
@@ -77,9 +90,34 @@ class Script:
 
     def call_sync(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *args)
+            try:
+                return client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return client.eval(self.source, len(keys), *keys, *args)
+        except ResponseError as error:
+            raise unwrapped(error) from None
+
+
+# Before 7.0, an error a command raised inside a script reaches the caller wrapped: "Error
+# running script (call to f_...): @user_script:158: -OOM command not allowed ...". The ones
+# that mean "not now" get their own class back, as 7.0 and later send them.
+WRAPPED: dict[str, type[ResponseError]] = {
+    "-OOM ": OutOfMemoryError,
+    "-READONLY ": ReadOnlyError,
+    "-MASTERDOWN ": MasterDownError,
+    "-CLUSTERDOWN ": ClusterDownError,
+    "-TRYAGAIN ": TryAgainError,
+}
+
+
+def unwrapped(error: ResponseError) -> ResponseError:
+    text = str(error)
+    if type(error) is ResponseError and text.startswith("Error running script"):
+        for code, kind in WRAPPED.items():
+            at = text.find(code)
+            if at >= 0:
+                return kind(text[at + 1 :])
+    return error
 
 
 @cache

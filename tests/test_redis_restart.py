@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 from pipelines import job_states, outputs_per_job, start_worker, stop, write_pipeline
+from redis.exceptions import OutOfMemoryError
 from servers import RedisServer, wait_until
 
+from framework import scripts
+from framework.connection import connect
 from framework.leases import LeaseKeeper
 from framework.pipeline import Pipeline
 
@@ -103,3 +106,23 @@ def test_the_lease_heartbeat_outlives_a_redis_that_came_back_empty(
         assert keeper._thread.is_alive()
     finally:
         keeper.stop()
+
+
+async def test_a_script_refused_at_maxmemory_raises_the_out_of_memory_class_on_every_version(
+    redis_server: RedisServer, pipeline_name: str
+) -> None:
+    # Before 7.0 the refusal comes wrapped in "Error running script ...": unwrapped, it is
+    # waited out like a lost connection instead of stopping the worker.
+    client, _ = await connect(redis_server.url)
+    used = int((await client.info("memory"))["used_memory"])
+    await client.config_set("maxmemory", max(used - 100_000, 1))
+    try:
+        with pytest.raises(OutOfMemoryError):
+            await scripts.script(scripts.SUBMIT)(
+                client,
+                [f"{{{pipeline_name}}}:input", f"{{{pipeline_name}}}:job:j"],
+                ["j", "{}", "", 0, 60, "", "stage", f"{{{pipeline_name}}}:job:"],
+            )
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.aclose()

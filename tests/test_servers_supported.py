@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from conftest import redis7_binary
 from pipelines import write_pipeline
-from servers import RedisClusterNodes, RedisServer
+from servers import RedisClusterNodes, RedisServer, start_redis
 
+from framework.connection import connect
+from framework.errors import RedisUnavailable
 from framework.testing import running_pipeline
 
 CODE = """
@@ -50,3 +54,16 @@ async def test_pipeline_over_a_unix_socket(
     async with running_pipeline(path, url) as pipeline:
         job = await pipeline.wait_async(await pipeline.submit_async({"parts": 3}), timeout=10)
     assert sorted(r["part"] for r in job.results) == [0, 2, 4]
+
+
+async def test_a_url_that_leads_to_a_replica_is_refused_at_connect(
+    redis7: RedisServer, tmp_path: Path
+) -> None:
+    # Every write would be refused READONLY and waited out for ever: say so at once.
+    replica = start_redis(redis7_binary(), tmp_path, "--replicaof", "127.0.0.1", str(redis7.port))
+    try:
+        refused = r"is a replica \(read-only\): point redis\.url at the primary"
+        with pytest.raises(RedisUnavailable, match=refused):
+            await connect(replica.url)
+    finally:
+        replica.kill()

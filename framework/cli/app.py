@@ -15,7 +15,9 @@ from typing import Annotated, NoReturn
 
 import structlog
 import typer
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework import logs
 from framework.cli import check, dead, replay, run, serve, status, submit, worker
@@ -91,6 +93,16 @@ def _usage_message(error: Exception) -> str:
     return f"error: {message} (see: {context.command_path} --help)"
 
 
+# A refusal of the server's (or no server), worth one line; a DataError or an InvalidResponse is
+# a bug of ours and keeps its traceback.
+SERVER_REFUSALS: tuple[type[Exception], ...] = (
+    ResponseError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+ONE_LINE: tuple[type[Exception], ...] = (PipelineError, *SERVER_REFUSALS)
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     error: BaseException = group
     while isinstance(error, BaseExceptionGroup):
@@ -110,13 +122,16 @@ def main(argv: list[str] | None = None) -> None:
         if not str(error):
             sys.exit(code)
         _exit(_usage_message(error), code)
-    except RedisError as error:  # the server said no: out of memory, no permission, ...
+    except SERVER_REFUSALS as error:  # the server said no: out of memory, no permission, ...
         _exit(f"Redis refused: {error}", 1)
-    except ExceptionGroup as group:  # a worker's tasks: the same, when all they met was Redis
-        matched, rest = group.split(RedisError)
+    except ExceptionGroup as group:  # a worker's tasks: the same, when that is all they met
+        matched, rest = group.split(ONE_LINE)
         if matched is None or rest is not None:
             raise
-        _exit(f"Redis refused: {_first(matched)}", 1)
+        first = _first(matched)
+        if isinstance(first, PipelineError):
+            _exit(str(first), first.exit_code)
+        _exit(f"Redis refused: {first}", 1)
     except (typer.Abort, KeyboardInterrupt):
         _leave(130)
     _leave(code if isinstance(code, int) else 0)
