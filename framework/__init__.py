@@ -18,6 +18,7 @@ from framework.errors import (
     Retry,
     StageImportError,
     StageSignal,
+    SubmitCutShort,
     WaitTimeout,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "Retry",
     "StageImportError",
     "StageSignal",
+    "SubmitCutShort",
     "WaitTimeout",
     "__version__",
 ]

@@ -7,6 +7,7 @@ PipelineError                 root of everything the framework raises; .exit_cod
 ├── PayloadError              refused at submit: not JSON, or over max_payload
 │   └── PayloadTooLarge       over max_payload (HTTP 413)
 ├── BacklogFull               refused at submit: the first stage is over its max_backlog
+├── SubmitCutShort            a submit of many jobs stopped part way by Redis
 ├── RedisUnavailable          cannot reach or start Redis
 ├── JobNotFound               unknown or expired job id
 └── WaitTimeout               also a TimeoutError, so `except TimeoutError` works
@@ -79,6 +80,22 @@ class BacklogFull(PipelineError):
             f"stage {stage!r} is full: backlog {backlog} is at max_backlog {limit}; "
             "retry later or add workers"
         )
+
+
+class SubmitCutShort(PipelineError):
+    """A submit of many jobs that Redis stopped part way (a lost connection, a refusal): the
+    jobs before it are queued, those after it are not, and of the round trip it met nobody
+    can say. `queued` holds (position, job id); `unknown` and `not_queued` positions."""
+
+    def __init__(
+        self,
+        cause: BaseException,
+        queued: list[tuple[int, str]],
+        unknown: list[int],
+        not_queued: list[int],
+    ) -> None:
+        self.cause, self.queued, self.unknown, self.not_queued = cause, queued, unknown, not_queued
+        super().__init__(str(cause))
 
 
 class RedisUnavailable(PipelineError):

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from framework import scripts
 from framework.channels import Channel, open_channel
 from framework.config import PipelineSpec, StageSpec
-from framework.connection import AsyncClient, Server, connect, connect_sync
+from framework.connection import REDIS_ERRORS, AsyncClient, Server, connect, connect_sync
 from framework.embedded import EmbeddedRedis
-from framework.errors import BacklogFull, PayloadError
+from framework.errors import BacklogFull, PayloadError, SubmitCutShort
 from framework.groups import ensure_groups
 from framework.invocation import StageFunction
 from framework.jobs import Job, read_job, wait_for_jobs
@@ -160,25 +160,15 @@ class Pipeline:
         for start in range(0, len(encoded), SUBMIT_CHUNK):
             chunk = encoded[start : start + SUBMIT_CHUNK]
             now_ms = int(time.time() * 1000)
-            replies = await submit.many(
-                client,
-                [
-                    (
-                        [first.input_stream, self.spec.keys.job(job_id or "")],
-                        [
-                            job_id or "",
-                            data,
-                            trace,
-                            now_ms,
-                            _seconds(self.spec.result_ttl),
-                            "" if first.max_backlog is None else first.max_backlog,
-                            first.name,
-                            self.spec.keys.job(""),
-                        ],
-                    )
-                    for data, job_id in chunk
-                ],
-            )
+            calls = self._submit_calls(chunk, trace, now_ms)
+            try:
+                replies = await submit.many(client, calls)
+            except REDIS_ERRORS as error:
+                if not queued:
+                    raise  # nothing is queued: the error as it is
+                unknown = list(range(start, start + len(chunk)))
+                later = list(range(start + len(chunk), len(encoded)))
+                raise SubmitCutShort(error, queued, unknown, later) from error
             for position, (job, at) in enumerate(replies, start=start):
                 if job:
                     queued.append((position, job.decode() if isinstance(job, bytes) else str(job)))
@@ -190,6 +180,27 @@ class Pipeline:
                 limit = first.max_backlog or 0
                 raise BacklogFull(first.name, backlog, limit, queued, refused)
         return [job for _, job in queued]
+
+    def _submit_calls(
+        self, chunk: list[tuple[bytes, str | None]], trace: str, now_ms: int
+    ) -> list[tuple[list[str], list[Any]]]:
+        first = self.spec.first
+        return [
+            (
+                [first.input_stream, self.spec.keys.job(job_id or "")],
+                [
+                    job_id or "",
+                    data,
+                    trace,
+                    now_ms,
+                    _seconds(self.spec.result_ttl),
+                    "" if first.max_backlog is None else first.max_backlog,
+                    first.name,
+                    self.spec.keys.job(""),
+                ],
+            )
+            for data, job_id in chunk
+        ]
 
     # -- wait and status ---------------------------------------------------------------------
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pipelines import write_pipeline
 from servers import RedisServer
 
-from framework import PayloadError, RedisUnavailable
+from framework import PayloadError, RedisUnavailable, SubmitCutShort
 from framework.pipeline import Pipeline
 from framework.testing import running_pipeline
 
@@ -89,3 +90,36 @@ async def test_entries_xadded_before_any_worker_or_submit_are_processed(
     async with running_pipeline(path, redis_server.url) as pipeline:
         job = await pipeline.wait_async(entry, timeout=10)
     assert job.result == {"prompt": "early"}
+
+
+async def test_a_submit_redis_stops_part_way_says_what_was_queued_and_what_is_unknown(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two jobs per round trip; as the second is made ready, Redis reaches maxmemory and
+    # refuses it (a real refusal of a real server: the hook only picks the moment).
+    monkeypatch.setattr("framework.pipeline.SUBMIT_CHUNK", 2)
+    made = Pipeline._submit_calls
+    client = redis7.client()
+
+    def at_maxmemory_from_the_second(self: Pipeline, chunk: Any, trace: str, now: int) -> Any:
+        made_calls.append(1)
+        if len(made_calls) == 2:
+            client.config_set("maxmemory", max(int(client.info("memory")["used_memory"]) - 1, 1))
+        return made(self, chunk, trace, now)
+
+    made_calls: list[int] = []
+    monkeypatch.setattr(Pipeline, "_submit_calls", at_maxmemory_from_the_second)
+    path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
+    pipeline = Pipeline.load(path, {"REDIS_URL": redis7.url})
+    try:
+        with pytest.raises(SubmitCutShort) as cut:
+            await pipeline.submit_many_async([({"n": n}, None) for n in range(6)])
+    finally:
+        client.config_set("maxmemory", 0)
+        await pipeline.close_async()
+    assert [position for position, _ in cut.value.queued] == [0, 1]
+    assert (cut.value.unknown, cut.value.not_queued) == ([2, 3], [4, 5])
+    assert "command not allowed when used memory" in str(cut.value)
+    queued = [i.decode() for i, _ in client.xrange(f"{{{pipeline_name}}}:input")]
+    assert queued == [job for _, job in cut.value.queued]
+    client.close()

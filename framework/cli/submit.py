@@ -17,7 +17,7 @@ import typer
 from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import json_line
 from framework.cli.documents import check_sizes, find_documents
-from framework.errors import BacklogFull, PayloadError, PipelineError
+from framework.errors import BacklogFull, PayloadError, PipelineError, SubmitCutShort
 from framework.pipeline import Pipeline, valid_job_id
 from framework.wire import decode_json_text, encode_payload
 
@@ -73,6 +73,10 @@ async def submit_and_wait(
             for _, job_id in full.queued:  # these are queued: say so, or they are submitted twice
                 typer.echo(job_id)
             raise PartlyQueued(full, len(jobs)) from None
+        except SubmitCutShort as cut:
+            for _, job_id in cut.queued:
+                typer.echo(job_id)
+            raise PipelineError(cut_short(cut, len(jobs))) from None
         for job_id in ids:
             typer.echo(job_id)
         if not wait:
@@ -98,6 +102,17 @@ class PartlyQueued(PipelineError):
             f"queued: job{'s' if len(full.refused) > 1 else ''} {spans(full.refused)} "
             "(counting from 1, in input order)"
         )
+
+
+def cut_short(cut: SubmitCutShort, total: int) -> str:
+    parts = [
+        f"{cut.cause}; queued {len(cut.queued)} of {total} jobs (their ids above)",
+        f"not known whether jobs {spans(cut.unknown)} were queued (pipeline status shows the "
+        "queue)",
+    ]
+    if cut.not_queued:
+        parts.append(f"not queued: jobs {spans(cut.not_queued)} (counting from 1)")
+    return "; ".join(parts)
 
 
 def spans(positions: list[int]) -> str:
