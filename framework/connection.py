@@ -165,7 +165,8 @@ async def connect(
     except UNREACHABLE as error:
         await plain.aclose()
         raise RedisUnavailable(f"cannot reach Redis at {_describe(url)}: {error}") from None
-    if role == "slave":  # every write would be refused READONLY, and retried for ever
+    if role == "slave" and not cluster:  # writes refused READONLY, and retried for ever; a
+        # cluster client finds the primaries from any node, a replica's too
         await plain.aclose()
         raise RedisUnavailable(
             f"Redis at {_describe(url)} is a replica (read-only): point redis.url at the primary"
