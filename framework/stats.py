@@ -145,9 +145,14 @@ async def _lag(
     client: AsyncClient, server: Server, stage: StageSpec, group: dict[str, Any]
 ) -> tuple[int, bool]:
     """XINFO's lag on 7.0+; before that (or when 7.x cannot tell) count up to a cap."""
-    if server.has_lag and group.get("lag") is not None:
-        return int(group["lag"]), True
     last = _text(group["last-delivered-id"])
+    if server.has_lag and group.get("lag") is not None:
+        lag = int(group["lag"])
+        if lag and not entries(await client.xrange(stage.input_stream, next_id(last), count=1)):
+            # Nothing follows the last delivered entry: the server's counters disagree (7.0's
+            # entries-read can go stale, e.g. across an AOF reload), the stream does not.
+            return 0, True
+        return lag, True
     if last == "0-0":
         return int(await client.xlen(stage.input_stream)), True
     after = entries(

@@ -19,6 +19,8 @@ from pipelines import start_worker, worker_env, write_pipeline
 from servers import RedisClusterNodes, RedisServer, wait_until
 
 from framework.cli.display import compact
+from framework.pipeline import Pipeline
+from framework.stats import read_stats
 from framework.testing import running_pipeline
 
 SAME = "def same(doc):\n    return doc\n"
@@ -433,3 +435,26 @@ def test_submit_cut_short_by_backpressure_prints_what_was_queued_and_what_was_no
         queued = [i.decode() for i, _ in client.xrange(f"{{{pipeline_name}}}:input")]
     assert result.stdout.split() == queued
     assert len(queued) == 5
+
+
+async def test_status_shows_no_lag_when_nothing_follows_the_last_delivered_entry(
+    redis7: RedisServer, tmp_path: Path, pipeline_name: str
+) -> None:
+    # Redis 7.0's lag is entries-added minus the group's entries-read; those counters can
+    # disagree with the stream (entries-read stale across an AOF reload). XSETID ENTRIESADDED
+    # makes them disagree here.
+    path = write_pipeline(tmp_path, pipeline_name, 'one:\n  function: "{mod}:same"', SAME)
+    stream = f"{{{pipeline_name}}}:input"
+    pipeline = Pipeline.load(path, {"REDIS_URL": redis7.url})
+    try:
+        client = await pipeline.client()
+        for n in range(3):
+            last = await client.xadd(stream, {"n": n})
+        await client.xreadgroup("one", "reader", {stream: ">"})
+        await client.execute_command("XSETID", stream, last, "ENTRIESADDED", 100)
+        [group] = await client.xinfo_groups(stream)
+        assert group["lag"] == 97  # what the server says
+        stats = await read_stats(client, await pipeline.server(), pipeline.spec)
+    finally:
+        await pipeline.close_async()
+    assert (stats.stages[0].lag, stats.stages[0].lag_exact) == (0, True)
