@@ -289,10 +289,15 @@ class Pipeline:
         return self._run(self.status_async(job_id))
 
     def close(self) -> None:
-        if self._loop_thread is not None:
-            self._loop_thread.run(self.close_async())
-            self._loop_thread.stop()
-            self._loop_thread = None
+        """Close every client and stop an embedded server we started, from sync code: also
+        after the async methods ran under the caller's own `asyncio.run`."""
+        if self._loop_thread is None and not self._clients and self._embedded is None:
+            return
+        if self._loop_thread is None:
+            self._loop_thread = _LoopThread()
+        self._loop_thread.run(self.close_async())
+        self._loop_thread.stop()
+        self._loop_thread = None
 
     def __enter__(self) -> Pipeline:
         return self

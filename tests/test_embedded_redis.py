@@ -3,8 +3,11 @@ it between users, and the last user to leave stops it; the data survives for the
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from pathlib import Path
 
+import pytest
 import redis
 from pipelines import write_pipeline
 
@@ -61,3 +64,23 @@ def test_pipeline_load_defaults_to_embedded_without_redis_url(tmp_path: Path) ->
     path = write_pipeline(tmp_path, "defaults", 'shout:\n  function: "{mod}:shout"', CODE)
     path.write_text(path.read_text().replace("redis:\n  url: ${REDIS_URL}\n", ""))
     assert Pipeline.load(path, {}).spec.redis_url == "embedded"
+
+
+# A loop that `asyncio.run` closed leaves its client's sockets to the garbage collector.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_leaving_the_with_block_stops_the_embedded_redis_the_async_api_started(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    path = write_pipeline(tmp_path, pipeline_name, 'shout:\n  function: "{mod}:shout"', CODE)
+    path.write_text(path.read_text().replace("${REDIS_URL}", "embedded"))
+    with Pipeline.load(path) as pipeline:
+        asyncio.run(pipeline.submit_async({"text": "hi"}))  # the caller's own loop, not ours
+        url = pipeline.url
+    probe = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(redis.ConnectionError):
+            probe.ping()
+    finally:
+        probe.close()
+    gc.collect()  # the closed loop's sockets, here rather than in the next test
