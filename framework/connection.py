@@ -159,9 +159,9 @@ async def connect(
     _pack_with_hiredis(plain)
     _refuse_reply_options(plain.connection_pool.connection_kwargs, url)
     try:
-        info = await plain.info("server")
-        cluster = (await plain.info("cluster")).get("cluster_enabled") == 1
-        role = (await plain.info("replication")).get("role")
+        info = await plain.info()  # server, replication and cluster, in one round trip
+        cluster = info.get("cluster_enabled") == 1
+        role = info.get("role")
     except UNREACHABLE as error:
         await plain.aclose()
         raise RedisUnavailable(f"cannot reach Redis at {_describe(url)}: {error}") from None

@@ -42,7 +42,7 @@ class Pipeline:
         self.spec = spec
         self._clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
         self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-        self._embedded_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._server: Server | None = None
         self._url = spec.redis_url
         self._embedded: EmbeddedRedis | None = None
@@ -82,7 +82,7 @@ class Pipeline:
         client = self._clients.get(loop)
         if client is not None:
             return client
-        with self._embedded_lock:  # the dicts are shared with other threads' loops
+        with self._lock:  # the dicts are shared with other threads' loops
             lock = self._connecting.setdefault(loop, asyncio.Lock())
             for closed in [other for other in list(self._clients) if other.is_closed()]:
                 self._clients.pop(closed, None)
@@ -102,7 +102,7 @@ class Pipeline:
 
     def _server_url(self) -> str:
         """The URL to connect to, starting the embedded server once for every loop."""
-        with self._embedded_lock:
+        with self._lock:
             if self._url == EMBEDDED:
                 self._embedded = EmbeddedRedis(self.spec.base_dir)
                 self._url = self._embedded.start()
@@ -117,7 +117,7 @@ class Pipeline:
         """Close every loop's client (another running loop's on that loop), then stop an
         embedded server we started."""
         current = asyncio.get_running_loop()
-        with self._embedded_lock:
+        with self._lock:
             clients, self._clients = self._clients, {}
             self._connecting = {}
         for loop, client in clients.items():

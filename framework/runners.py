@@ -8,7 +8,6 @@ common path, run once per message, so kept lean); any other function goes throug
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +17,7 @@ from structlog.typing import FilteringBoundLogger
 
 from framework.committer import Committer
 from framework.config import StageSpec
-from framework.connection import TRANSIENT_ERRORS, AsyncClient
+from framework.connection import AsyncClient, retry_forever
 from framework.context import Context
 from framework.groups import is_missing_group
 from framework.inbox import Inbox
@@ -144,22 +143,22 @@ class Runners:
         committed for it: the worker lets go of it (were it reclaimed back to us meanwhile, a
         commit would acknowledge a message that never ran)."""
         claimed = [d for d in deliveries if d.claimed]
-        stage, delay = self.stage, 0.05
-        while True:
+        stage = self.stage
+
+        async def count() -> set[str]:
             try:
-                ours = await count_runs(
+                return await count_runs(
                     self.client, stage.input_stream, stage.name, self.consumer, claimed
                 )
-                break
-            except TRANSIENT_ERRORS as error:  # never run one uncounted: it may kill us
-                self.log.warning("redis_unavailable", error=str(error), retry_in_s=delay)
             except ResponseError as error:
                 if not is_missing_group(error):
                     raise
-                ours = set()  # FLUSHALL, a deleted stream: in no one's hands
-                break
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                return set()  # FLUSHALL, a deleted stream: in no one's hands
+
+        def waiting(error: BaseException, delay: float) -> None:
+            self.log.warning("redis_unavailable", error=str(error), retry_in_s=delay)
+
+        ours = await retry_forever(count, waiting)  # never run one uncounted: it may kill us
         runnable = []
         for delivery in deliveries:
             if delivery.claimed:
