@@ -231,8 +231,11 @@ class Pipeline:
         stopping: asyncio.Event,
         concurrency: int | None = None,
         grace_period: timedelta = timedelta(seconds=30),
+        ready: Callable[[], None] | None = None,
     ) -> None:
-        """Run one worker per named stage (all when None) in this process until `stopping`."""
+        """Run one worker per named stage (all when None) in this process until `stopping`;
+        `ready` is called once the stage functions are imported and connections are open, just
+        before the first read."""
         names = list(stages) if stages is not None else list(self.stage_names)
         specs = [self.spec.stage(name) for name in names]
         if concurrency is not None:
@@ -262,6 +265,8 @@ class Pipeline:
                         grace_period,
                     )
                 )
+            if ready is not None:
+                ready()
             async with asyncio.TaskGroup() as group:
                 for worker in workers:
                     group.create_task(worker.run(stopping))

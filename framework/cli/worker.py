@@ -9,6 +9,7 @@ exits at once with 130; what was in flight stays pending and is reclaimed after 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -46,13 +47,27 @@ def install_stop_handlers(stopping: asyncio.Event) -> None:
         on_signal(startup.noted[0])
 
 
+def freeze_startup_heap() -> None:
+    """Move what the process holds before its first read out of the cyclic collector's sight.
+
+    Modules, classes, the stage module's imports (a model it loads, torch) live as long as the
+    worker. Left in the collector's oldest generation, every full collection walks them all,
+    and per-message garbage triggers collections often: in a no-op worker a fifth of the CPU
+    went there. Frozen, collections look at what messages left behind, and nothing else.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     pipeline: Pipeline, stages: list[str] | None, concurrency: int | None, grace: timedelta
 ) -> None:
     stopping = asyncio.Event()
     install_stop_handlers(stopping)
     try:
-        await pipeline.run_workers_async(stages, stopping, concurrency, grace)
+        await pipeline.run_workers_async(
+            stages, stopping, concurrency, grace, ready=freeze_startup_heap
+        )
     finally:
         await pipeline.close_async()
 
