@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions bench-profile check compose-check clean
+.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions bench-profile bench-ablation check compose-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench-instructions: $(VENV)/.dev
 # Where the stage workers' CPU goes under load, by layer and function (py-spy, in the dev extra).
 bench-profile: $(VENV)/.dev
 	$(BIN)/python bench/worker_profile.py
+
+# What the guarantees cost in the throughput case: copies of the engine with parts of
+# commit.lua taken out, against the hand loop, with Redis's and the stages' CPU per job.
+bench-ablation: $(VENV)/.dev
+	$(BIN)/python bench/ablation.py
 
 compose-check:
 	docker compose config --quiet 2>/dev/null || docker-compose config -q

@@ -78,6 +78,7 @@ def run(settings: cases.Settings, chosen: list[str]) -> list[cases.Row]:
         found, max_rate = cases.throughput(settings)
         if "throughput" in chosen:
             rows += found
+            rows += cases.throughput_own_core(settings)
     if "latency" in chosen and max_rate is not None:
         rows += cases.latency(settings, max_rate)
     if "io" in chosen:

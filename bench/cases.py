@@ -7,9 +7,12 @@ repeated, the figure is the median of the repetitions.
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from harness import (
     noop_stages,
     prefill,
     rss_bytes,
+    start_redis,
     wait_for,
 )
 
@@ -113,6 +117,58 @@ def throughput(settings: Settings) -> tuple[list[Row], float]:
         {"runs": rates, "pairwise_ratios": pairs, "jobs": settings.jobs},
     )
     return [row], fw
+
+
+def throughput_own_core(settings: Settings) -> list[Row]:
+    """Case 1 again with Redis on a CPU of its own and every Python process (the stages of both
+    systems, this script) on the others: the shape of a deployment, where Redis is a server of
+    its own, with each system given the same two parts of the machine. On the shared cores of
+    case 1 the busier of Redis and the Python processes slows the other; here neither can."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        why = "it needs 2 CPUs and taskset (util-linux)"
+        print(f"case 1 with Redis on a core of its own: skipped, {why}", file=sys.stderr)
+        return []
+    redis_cpu, others = str(cpus[0]), ",".join(map(str, cpus[1:]))
+    workdir = settings.workdir / "own-core"
+    workdir.mkdir(exist_ok=True)
+    server, url = start_redis(workdir, ("taskset", "-c", redis_cpu))
+    own = replace(settings, url=url, workdir=workdir)
+    framework = Framework("bench", url, workdir, noop_stages(settings.concurrency))
+    hand = HandLoop("hand", url, workdir)
+    for system in (framework, hand):
+        system.wrapper = ("taskset", "-c", others)
+    rates: dict[str, list[float]] = {"framework": [], "hand": []}
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus[1:])  # this script feeds and watches: it is Python too
+    try:
+        for _ in range(settings.repeat):
+            rates["framework"].append(_measure_rate(framework, own, settings.jobs))
+            rates["hand"].append(_measure_rate(hand, own, settings.jobs))
+    finally:
+        os.sched_setaffinity(0, affinity)
+        server.terminate()
+        server.wait()
+    fw, hd = statistics.median(rates["framework"]), statistics.median(rates["hand"])
+    pairs = [f / h for f, h in zip(rates["framework"], rates["hand"], strict=True)]
+    detail = {
+        "runs": rates,
+        "pairwise_ratios": pairs,
+        "jobs": settings.jobs,
+        "redis_cpu": redis_cpu,
+        "python_cpus": others,
+    }
+    return [
+        Row(
+            "1 throughput, Redis on a core of its own",
+            f"{fw:,.0f}",
+            f"{hd:,.0f}",
+            fw / hd,
+            ">= 1.0",
+            fw / hd >= 1.0,
+            detail,
+        )
+    ]
 
 
 # -- 2. latency ------------------------------------------------------------------------------

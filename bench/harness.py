@@ -174,6 +174,7 @@ class Framework(System):
         super().__init__(name, url, workdir)
         self.stages, self.code, self.top = stages, code, top
         self.workers = workers if workers is not None else list(stages)
+        self.engine = ROOT  # the folder `python -m framework` imports the engine from
 
     @property
     def end(self) -> str:
@@ -191,7 +192,7 @@ class Framework(System):
         env = {**os.environ, "REDIS_URL": self.url, "PIPELINE_LOG_LEVEL": "warning"}
         command = [sys.executable, "-m", "framework", "-f", str(folder / "pipeline.yaml")]
         return [
-            subprocess.Popen([*self.wrapper, *command, "worker", stage], env=env, cwd=ROOT)
+            subprocess.Popen([*self.wrapper, *command, "worker", stage], env=env, cwd=self.engine)
             for stage in self.workers
         ]
 

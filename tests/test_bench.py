@@ -90,3 +90,20 @@ def test_the_profile_samples_busy_workers_and_sorts_them_into_layers(tmp_path: P
     assert layer_shares["framework"] > 0
     assert functions.splitlines()[0].endswith("function (self time)")
     assert len(functions.splitlines()) > 5
+
+
+def test_the_ablation_still_takes_out_what_it_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make bench-ablation` patches copies of commit.lua: each patch must still find its
+    place, or the figures would be of the engine as shipped under another name."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # for this test only
+    import ablation
+
+    shipped = (ROOT / ablation.COMMIT).read_text()
+    for name, patches in ablation.VARIANTS.items():
+        script = ablation.patched(shipped, patches)
+        assert (script == shipped) == (not patches), name
+    without_ownership = ablation.patched(shipped, (ablation.WITHOUT_OWNERSHIP,))
+    assert "XPENDING" in shipped
+    assert "XPENDING" not in without_ownership
+    with pytest.raises(ablation.PatchDoesNotApply):
+        ablation.patched(shipped.replace("XPENDING", "XPENDINGS"), (ablation.WITHOUT_OWNERSHIP,))
