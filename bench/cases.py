@@ -91,7 +91,7 @@ def _measure_rate(system: System, settings: Settings, jobs: int) -> float:
     try:
         return _drain(system, client, jobs)
     finally:
-        system.stop()
+        system.stop(graceful=False)
 
 
 # -- 1. throughput ---------------------------------------------------------------------------
@@ -160,7 +160,7 @@ def throughput_own_core(settings: Settings) -> list[Row]:
     }
     return [
         Row(
-            "1 throughput, Redis on a core of its own",
+            "1 throughput, Redis on one core, Python on the other",
             f"{fw:,.0f}",
             f"{hd:,.0f}",
             fw / hd,
@@ -204,7 +204,7 @@ def _latencies(system: System, settings: Settings, jobs: int, rate: float | None
         return [arrivals.arrived[key] - moment for key, moment in sent.items()]
     finally:
         arrivals.stopping = True
-        system.stop()
+        system.stop(graceful=False)
 
 
 def latency(settings: Settings, max_rate: float) -> list[Row]:
@@ -365,7 +365,7 @@ def memory(settings: Settings) -> list[Row]:
                 time.sleep(0.005)
         per_entry = _bytes_per_entry(client, system)
     finally:
-        system.stop()
+        system.stop(graceful=False)
     steady = [s for s in samples if s[0] >= 0.5 * jobs]
     used_growth = _trend([s[1] for s in steady])
     rss_growth = max(_trend([s[2][i] for s in steady]) for i in range(len(steady[0][2])))

@@ -138,11 +138,14 @@ class System:
         """Start this system's stage processes."""
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM and wait (a profiler writes its counts as its process exits); or, when the
+        figures are in and the next run starts from FLUSHALL, SIGKILL: a graceful stop waits
+        out the worker's blocked read, half a second a run."""
         if self in LIVE:
             LIVE.remove(self)
         for process in self.processes:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
         for process in self.processes:
             process.wait(60)
         self.processes = []

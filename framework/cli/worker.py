@@ -52,7 +52,7 @@ def freeze_startup_heap() -> None:
 
     Modules, classes, the stage module's imports (a model it loads, torch) live as long as the
     worker. Left in the collector's oldest generation, every full collection walks them all,
-    and per-message garbage triggers collections often: in a no-op worker a fifth of the CPU
+    and per-message garbage triggers collections often: in a no-op worker a sixth of the CPU
     went there. Frozen, collections look at what messages left behind, and nothing else.
     """
     gc.collect()
