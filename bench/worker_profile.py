@@ -3,8 +3,14 @@
 Four no-op stages run as in the throughput case; once they are warm, py-spy samples every
 worker for a few seconds while a feeder keeps their inputs full. The samples of all four are
 summed and shown twice: by the function that was running (self time, the hot spots) and by
-the layer it belongs to (this framework, redis-py, hiredis, the event loop, orjson, ...), so a
-change shows up as a shift between layers rather than as one run's noise.
+the layer it belongs to (this framework, CPython's garbage collector, hiredis, the event loop,
+orjson, ...), so a change shows up as a shift between layers rather than as one run's noise.
+
+py-spy runs with `--native`, so that time in C (the collector, malloc, hiredis, libuv) shows
+as itself instead of as the Python frame above it, and samples of a thread that waits (the
+event loop in epoll, the lease keeper on its timer, idle executor threads) are dropped here:
+py-spy counts them as busy. The CPU per message comes from the kernel's count of the workers'
+CPU time (/proc), not from samples.
 
     python bench/worker_profile.py [--seconds 8] [--top 20] [--out bench/results/profile.txt]
 
@@ -30,25 +36,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 from harness import ROOT, Framework, noop_stages, prefill, start_redis
 
-RATE = 200  # samples per second and worker; only samples of a busy worker are kept
+RATE = 250  # samples per second and worker
 
-# The layer a frame belongs to, by where its file lives (first match wins). py-spy sees Python
-# frames: time in uvloop's C code (sockets, callbacks, timers) shows as the frame that runs
-# the loop, asyncio.run's.
+# A sample whose stack passes through one of these is a thread waiting, not working.
+WAITS = frozenset(
+    {"epoll_pwait", "epoll_wait", "PyThread_acquire_lock_timed", "clock_nanosleep", "select"}
+)
+
+# The layer of a sample's leaf frame, by the file it is in (first match wins).
 LAYERS = (
-    ("Runner.run (", "event loop (uvloop, in C)"),
     ("framework/", "framework"),
+    ("(<string>", "framework"),  # dataclass-made methods: Delivery(...), Emit(...)
+    ("bench_stages", "the stage function"),
     ("redis/", "redis-py"),
+    ("(reader.c", "hiredis"),
+    ("(pack.c", "hiredis"),
     ("hiredis", "hiredis"),
-    ("uvloop", "uvloop"),
-    ("asyncio/", "asyncio"),
+    ("asyncio", "asyncio"),
+    ("uvloop", "event loop (uvloop, libuv)"),
+    ("(loop.c", "event loop (uvloop, libuv)"),
+    ("(linux.c", "event loop (uvloop, libuv)"),
+    ("(timer.c", "event loop (uvloop, libuv)"),
+    ("(core.c", "event loop (uvloop, libuv)"),
+    ("(stream.c", "event loop (uvloop, libuv)"),
     ("orjson", "orjson"),
     ("structlog/", "structlog"),
-    ("bench_stages", "the stage function"),
+    ("libc.so", "libc (malloc, system calls)"),
+    ("[vdso]", "libc (malloc, system calls)"),
 )
+COLLECTOR = ("gc_", "visit_", "subtract_refs", "update_refs", "move_unreachable")
 
 
 def layer_of(frame: str) -> str:
+    name = frame.partition(" (")[0]
+    if "libpython" in frame:
+        if name.startswith(COLLECTOR) or name.endswith("_traverse"):
+            return "garbage collector (CPython)"
+        return "CPython (objects, calls, allocation)"
     for marker, layer in LAYERS:
         if marker in frame:
             return layer
@@ -56,13 +80,27 @@ def layer_of(frame: str) -> str:
 
 
 def leaf_counts(raw: Path) -> Counter[str]:
-    """py-spy's raw format: one collapsed stack per line, `outer;...;leaf count`."""
+    """py-spy's raw format: one collapsed stack per line, `outer;...;leaf count`. Samples of a
+    waiting thread are left out."""
     counts: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            counts[stack.rsplit(";", 1)[-1].strip()] += int(count)
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if any(frame.partition(" (")[0] in WAITS for frame in frames):
+            continue
+        counts[frames[-1].strip()] += int(count)
     return counts
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far, as the kernel counts it."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def function_of(frame: str) -> str:
@@ -96,8 +134,9 @@ class Feeder(threading.Thread):
                 time.sleep(0.01)
 
 
-def profile(py_spy: str, seconds: int, workdir: Path) -> tuple[Counter[str], int]:
-    """Busy samples of the 4 workers, and the jobs that finished while they were taken."""
+def profile(py_spy: str, seconds: int, workdir: Path) -> tuple[Counter[str], int, float]:
+    """Busy samples of the 4 workers, the jobs that finished while they were taken, and the
+    CPU seconds the workers spent meanwhile."""
     server, url = start_redis(workdir)
     client = redis.Redis.from_url(url)
     # Retention and a short result_ttl keep Redis's memory bounded however long it runs.
@@ -110,10 +149,11 @@ def profile(py_spy: str, seconds: int, workdir: Path) -> tuple[Counter[str], int
         feeder.start()
         time.sleep(1)  # a full backlog before sampling starts
         done_before = system.finished(client)
+        cpu_before = sum(cpu_seconds(worker.pid) for worker in system.processes)
         samplers = [
             subprocess.Popen(
                 [
-                    *(py_spy, "record", "--format", "raw", "--rate", str(RATE), "--nonblocking"),
+                    *(py_spy, "record", "--native", "--format", "raw", "--rate", str(RATE)),
                     *("--duration", str(seconds), "--pid", str(worker.pid)),
                     *("--output", str(workdir / f"worker-{worker.pid}.txt")),
                 ],
@@ -124,6 +164,7 @@ def profile(py_spy: str, seconds: int, workdir: Path) -> tuple[Counter[str], int
         ]
         errors = [sampler.communicate(timeout=seconds + 60)[1] for sampler in samplers]
         jobs = system.finished(client) - done_before
+        cpu = sum(cpu_seconds(worker.pid) for worker in system.processes) - cpu_before
         failed = [e for sampler, e in zip(samplers, errors, strict=True) if sampler.returncode]
         if failed:
             lines = failed[0].decode().strip().splitlines() or ["no output"]
@@ -138,20 +179,19 @@ def profile(py_spy: str, seconds: int, workdir: Path) -> tuple[Counter[str], int
     counts: Counter[str] = Counter()
     for raw in workdir.glob("worker-*.txt"):
         counts.update(leaf_counts(raw))
-    return counts, jobs
+    return counts, jobs, cpu
 
 
-def report(counts: Counter[str], jobs: int, seconds: int, top: int) -> str:
+def report(counts: Counter[str], jobs: int, cpu: float, seconds: int, top: int) -> str:
     total = sum(counts.values()) or 1
     layers: Counter[str] = Counter()
     for frame, count in counts.items():
         layers[layer_of(frame)] += count
-    busy_us = total / RATE * 1e6
     lines = [
-        f"py-spy, 4 no-op stage workers, {seconds:.0f} s at {RATE} samples/s each: "
+        f"py-spy --native, 4 no-op stage workers, {seconds:.0f} s at {RATE} samples/s each: "
         f"{total:,} busy samples, {jobs:,} jobs through while sampled",
-        f"CPU per message and stage: ~{busy_us / max(jobs, 1) / 4:.1f} us "
-        "(busy samples / rate / jobs / 4 stages)",
+        f"CPU per message and stage: {cpu * 1e6 / max(jobs, 1) / 4:.1f} us "
+        "(the workers' CPU time from /proc / jobs / 4 stages; sampling slows them a little)",
         "",
         f"{'share':>6}  layer (self time of the frames in it)",
     ]
@@ -175,8 +215,8 @@ def main() -> None:
     if py_spy is None:
         sys.exit("bench/worker_profile.py needs py-spy: pip install py-spy (in the dev extra)")
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-        counts, jobs = profile(py_spy, options.seconds, Path(tmp))
-    text = report(counts, jobs, options.seconds, options.top)
+        counts, jobs, cpu = profile(py_spy, options.seconds, Path(tmp))
+    text = report(counts, jobs, cpu, options.seconds, options.top)
     print(text)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(text + "\n")

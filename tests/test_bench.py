@@ -90,6 +90,10 @@ def test_the_profile_samples_busy_workers_and_sorts_them_into_layers(tmp_path: P
     assert layer_shares["framework"] > 0
     assert functions.splitlines()[0].endswith("function (self time)")
     assert len(functions.splitlines()) > 5
+    # A thread waiting (the event loop in epoll, the lease keeper on its timer) is not busy.
+    assert "epoll" not in functions
+    assert "PyThread_acquire_lock_timed" not in functions
+    assert float(head.splitlines()[1].split(": ", 1)[1].split()[0]) > 0  # us per message
 
 
 def test_the_ablation_still_takes_out_what_it_says(monkeypatch: pytest.MonkeyPatch) -> None:
