@@ -4,6 +4,8 @@ Case 1 (4 no-op stages, one process each) runs against the hand loop once per va
 engine, each a copy whose `commit.lua` leaves out more than the one before:
 
 - as shipped: every guarantee;
+- the job hash written when a job starts and when it ends, not at the stages between (what
+  carrying per-stage timings in the messages would cost at best);
 - without the job hash: no per-stage timings, job state or fan-out count (the done stream
   stays: the benchmark counts finished jobs on it);
 - without the ownership check as well: no XPENDING, so a late result would no longer be
@@ -46,6 +48,11 @@ WITHOUT_JOB_HASH = (
     elseif true then
     elseif not source then""",
 )
+AT_START_AND_END = (
+    """      if fan == 1 then
+        call("HSET", jobkey, at_field, now, ms_field, elapsed)""",
+    """      if fan == 1 then""",
+)
 WITHOUT_OWNERSHIP = (
     'for _, entry in ipairs(call("XPENDING", input, group, ARGV[9], ARGV[10], 1000000, consumer))'
     " do\n  mine[entry[1]] = true\nend",
@@ -53,6 +60,7 @@ WITHOUT_OWNERSHIP = (
 )
 VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "as shipped": (),
+    "job hash at start and end only": (AT_START_AND_END,),
     "without the job hash": (WITHOUT_JOB_HASH,),
     "without job hash and ownership": (WITHOUT_JOB_HASH, WITHOUT_OWNERSHIP),
 }
