@@ -21,7 +21,7 @@ are never installed: they show where Redis's time goes, they are not a mode to r
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
 import shutil
 import statistics
 import sys
@@ -33,7 +33,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis
-from harness import ROOT, Framework, HandLoop, System, noop_stages, prefill, start_redis, wait_for
+from harness import (
+    ROOT,
+    Framework,
+    HandLoop,
+    System,
+    cpu_seconds,
+    noop_stages,
+    prefill,
+    start_redis,
+    wait_for,
+)
 
 COMMIT = Path("framework") / "lua" / "commit.lua"
 
@@ -93,33 +103,38 @@ class Drain:
     rate: float  # jobs/s
     redis_us: float  # Redis CPU per job
     stages_us: float  # the 4 stage processes' CPU per job
+    feeder_us: float  # this script's CPU per job (feeding and watching), the same for both
 
 
-TICKS = os.sysconf("SC_CLK_TCK")
+class NotThisEngine(Exception):
+    pass
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def drain(system: System, url: str, server_pid: int, jobs: int) -> Drain:
+def drain(system: System, url: str, server_pid: int, jobs: int, script: str = "") -> Drain:
+    """N jobs through `system`; `script`, when given, is the commit.lua its workers must have
+    loaded (proof that they run the engine copy, not the installed engine)."""
     client = redis.Redis.from_url(url)
     client.flushall()
+    client.script_flush()
     system.start()
     try:
         system.warm_up(client)
+        if script and not client.script_exists(hashlib.sha1(script.encode()).hexdigest())[0]:
+            raise NotThisEngine("the workers run another engine than the patched copy")
         pids = [server_pid] + [p.pid for p in system.processes]
         before = [cpu_seconds(pid) for pid in pids]
+        mine = time.process_time()
         done_before = system.finished(client)
         started = time.perf_counter()
         prefill(client, system.input, jobs)
         wait_for(lambda: system.finished(client) >= done_before + jobs, 600)
         elapsed = time.perf_counter() - started
         spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        feeder = time.process_time() - mine
     finally:
-        system.stop()
-    return Drain(jobs / elapsed, spent[0] / jobs * 1e6, sum(spent[1:]) / jobs * 1e6)
+        system.stop(graceful=False)
+    per_job = 1e6 / jobs
+    return Drain(jobs / elapsed, spent[0] * per_job, sum(spent[1:]) * per_job, feeder * per_job)
 
 
 def main() -> None:
@@ -143,12 +158,15 @@ def main() -> None:
             for name, engine in engines.items():
                 framework = Framework("bench", url, workdir, noop_stages(100))
                 framework.engine = engine
+                script = (engine / COMMIT).read_text()
                 hand = HandLoop("hand", url, workdir)
                 ours, theirs = [], []
                 for _ in range(options.repeat):  # interleaved, as in case 1
-                    ours.append(drain(framework, url, server.pid, options.jobs))
+                    ours.append(drain(framework, url, server.pid, options.jobs, script))
                     theirs.append(drain(hand, url, server.pid, options.jobs))
                 rows.append((name, ours, theirs))
+        except NotThisEngine as error:
+            sys.exit(f"bench/ablation.py: {error}")
         finally:
             server.terminate()
             server.wait()
@@ -179,6 +197,8 @@ def print_table(rows: Measured, jobs: int, elapsed: float) -> None:
     hand_loop = [drain for _, _, theirs in rows for drain in theirs]
     cpu = f"{median(hand_loop, 'redis_us'):>9.1f} {median(hand_loop, 'stages_us'):>9.1f}"
     print(f"{'the hand loop':32} {'':>8} {'':>10} {'':>6} {cpu}")
+    everyone = hand_loop + [drain for _, ours, _ in rows for drain in ours]
+    print(f"this script, feeding and watching either: {median(everyone, 'feeder_us'):.1f} us/job")
 
 
 if __name__ == "__main__":

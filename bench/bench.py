@@ -113,7 +113,9 @@ def print_table(
         )
 
 
-def _verdict(met: bool) -> str:
+def _verdict(met: bool | None) -> str:
+    if met is None:
+        return "-"
     return "yes" if met else "NO"
 
 

@@ -37,7 +37,7 @@ def start_redis(
     workdir: Path, wrapper: tuple[str, ...] = (), wait: float = 10
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server from PATH with no persistence: what is measured is the pipeline.
-    `wrapper` runs it under another program (a profiler)."""
+    `wrapper` runs it under another program (a profiler, taskset)."""
     port = free_port()
     binary = shutil.which("redis-server", path="/usr/local/bin:/usr/bin:/bin") or "redis-server"
     process = subprocess.Popen(
@@ -96,6 +96,26 @@ def prefill(client: redis.Redis, stream: str, jobs: int, start: int = 0) -> None
     pipe.execute()
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process's threads have had so far: in nanoseconds from schedstat where
+    the kernel keeps it (the utime and stime of /proc/PID/stat count 10 ms ticks, half a
+    microsecond per job at 20,000 jobs), else in those ticks."""
+    tasks = list(Path(f"/proc/{pid}/task").glob("*/schedstat"))
+    if tasks:
+        total = 0
+        for task in tasks:
+            try:
+                total += int(task.read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # a thread that ended between listing and reading
+        return total / 1e9
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -141,7 +161,8 @@ class System:
     def stop(self, graceful: bool = True) -> None:
         """SIGTERM and wait (a profiler writes its counts as its process exits); or, when the
         figures are in and the next run starts from FLUSHALL, SIGKILL: a graceful stop waits
-        out the worker's blocked read, half a second a run."""
+        out the worker's blocked read, half a second a run. (A wrapper must exec its program,
+        as taskset does, for the signal to reach it.)"""
         if self in LIVE:
             LIVE.remove(self)
         for process in self.processes:
@@ -177,7 +198,7 @@ class Framework(System):
         super().__init__(name, url, workdir)
         self.stages, self.code, self.top = stages, code, top
         self.workers = workers if workers is not None else list(stages)
-        self.engine = ROOT  # the folder `python -m framework` imports the engine from
+        self.engine = ROOT  # the folder the workers import the engine from
 
     @property
     def end(self) -> str:
@@ -193,6 +214,10 @@ class Framework(System):
             lines.extend(f"    {key}: {value}" for key, value in options.items())
         (folder / "pipeline.yaml").write_text("\n".join(line for line in lines if line) + "\n")
         env = {**os.environ, "REDIS_URL": self.url, "PIPELINE_LOG_LEVEL": "warning"}
+        # The engine's folder first on sys.path, ahead of the editable install (safe-path
+        # mode would leave the working directory out and import the installed engine).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.engine), env.get("PYTHONPATH")]))
+        env.pop("PYTHONSAFEPATH", None)
         command = [sys.executable, "-m", "framework", "-f", str(folder / "pipeline.yaml")]
         return [
             subprocess.Popen([*self.wrapper, *command, "worker", stage], env=env, cwd=self.engine)

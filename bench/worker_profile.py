@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis
-from harness import ROOT, Framework, noop_stages, prefill, start_redis
+from harness import ROOT, Framework, cpu_seconds, noop_stages, prefill, start_redis
 
 RATE = 250  # samples per second and worker
 
@@ -46,7 +46,7 @@ WAITS = frozenset(
 # The layer of a sample's leaf frame, by the file it is in (first match wins).
 LAYERS = (
     ("framework/", "framework"),
-    ("(<string>", "framework"),  # dataclass-made methods: Delivery(...), Emit(...)
+    ("(<string>", "framework"),  # dataclass-made methods: in a worker, Delivery's and Emit's
     ("bench_stages", "the stage function"),
     ("redis/", "redis-py"),
     ("(reader.c", "hiredis"),
@@ -64,14 +64,17 @@ LAYERS = (
     ("libc.so", "libc (malloc, system calls)"),
     ("[vdso]", "libc (malloc, system calls)"),
 )
-COLLECTOR = ("gc_", "visit_", "subtract_refs", "update_refs", "move_unreachable")
+# A sample whose stack passes through this is the collector's, whatever its leaf (a type's
+# traverse function, in whichever module it lives).
+COLLECTING = "gc_collect_main"
+COLLECTOR = f"{COLLECTING} (CPython's garbage collector)"
+INTERPRETER = ("(libpython", "(python3")  # a shared libpython, or a statically linked python
 
 
 def layer_of(frame: str) -> str:
-    name = frame.partition(" (")[0]
-    if "libpython" in frame:
-        if name.startswith(COLLECTOR) or name.endswith("_traverse"):
-            return "garbage collector (CPython)"
+    if frame == COLLECTOR:
+        return "garbage collector (CPython)"
+    if any(marker in frame for marker in INTERPRETER):
         return "CPython (objects, calls, allocation)"
     for marker, layer in LAYERS:
         if marker in frame:
@@ -87,20 +90,12 @@ def leaf_counts(raw: Path) -> Counter[str]:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = stack.split(";")
-        if any(frame.partition(" (")[0] in WAITS for frame in frames):
+        names = [frame.partition(" (")[0] for frame in stack.split(";")]
+        if any(name in WAITS for name in names):
             continue
-        counts[frames[-1].strip()] += int(count)
+        leaf = COLLECTOR if COLLECTING in names else stack.rsplit(";", 1)[-1].strip()
+        counts[leaf] += int(count)
     return counts
-
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far, as the kernel counts it."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def function_of(frame: str) -> str:

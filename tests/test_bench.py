@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +60,7 @@ def test_instruction_counts_come_from_the_counted_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`make bench-instructions` counts what Redis executes while jobs drain, per job."""
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # for this test only
+    monkeypatch.setattr(sys, "path", [str(ROOT / "bench"), *sys.path])  # put back after
     import instructions
     from harness import HandLoop
 
@@ -96,16 +97,21 @@ def test_the_profile_samples_busy_workers_and_sorts_them_into_layers(tmp_path: P
     assert float(head.splitlines()[1].split(": ", 1)[1].split()[0]) > 0  # us per message
 
 
-def test_the_ablation_still_takes_out_what_it_says(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_ablation_still_takes_out_what_it_says(
+    redis7: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`make bench-ablation` patches copies of commit.lua: each patch must still find its
-    place, or the figures would be of the engine as shipped under another name."""
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # for this test only
+    place, or the figures would be of the engine as shipped under another name, and each
+    patched script must still be Lua that Redis loads."""
+    monkeypatch.setattr(sys, "path", [str(ROOT / "bench"), *sys.path])  # put back after
     import ablation
 
     shipped = (ROOT / ablation.COMMIT).read_text()
     for name, patches in ablation.VARIANTS.items():
         script = ablation.patched(shipped, patches)
         assert (script == shipped) == (not patches), name
+        with redis7.client() as client:
+            client.script_load(script)  # a syntax error would be a ResponseError
     without_ownership = ablation.patched(shipped, (ablation.WITHOUT_OWNERSHIP,))
     assert "XPENDING" in shipped
     assert "XPENDING" not in without_ownership
