@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cases
 import redis
 from harness import (
     ROOT,
@@ -40,9 +41,7 @@ from harness import (
     System,
     cpu_seconds,
     noop_stages,
-    prefill,
     start_redis,
-    wait_for,
 )
 
 COMMIT = Path("framework") / "lua" / "commit.lua"
@@ -111,30 +110,24 @@ class NotThisEngine(Exception):
 
 
 def drain(system: System, url: str, server_pid: int, jobs: int, script: str = "") -> Drain:
-    """N jobs through `system`; `script`, when given, is the commit.lua its workers must have
-    loaded (proof that they run the engine copy, not the installed engine)."""
+    """N jobs through `system` as case 1 drains them; `script`, when given, is the commit.lua
+    its workers must have loaded (proof that they run the engine copy, not the installed one)."""
     client = redis.Redis.from_url(url)
-    client.flushall()
-    client.script_flush()
-    system.start()
+    client.script_flush()  # so that the script found after warm-up is this run's
     try:
-        system.warm_up(client)
+        cases._ready(system, client)
         if script and not client.script_exists(hashlib.sha1(script.encode()).hexdigest())[0]:
             raise NotThisEngine("the workers run another engine than the patched copy")
         pids = [server_pid] + [p.pid for p in system.processes]
         before = [cpu_seconds(pid) for pid in pids]
         mine = time.process_time()
-        done_before = system.finished(client)
-        started = time.perf_counter()
-        prefill(client, system.input, jobs)
-        wait_for(lambda: system.finished(client) >= done_before + jobs, 600)
-        elapsed = time.perf_counter() - started
+        rate = cases._drain(system, client, jobs)
         spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
         feeder = time.process_time() - mine
     finally:
         system.stop(graceful=False)
     per_job = 1e6 / jobs
-    return Drain(jobs / elapsed, spent[0] * per_job, sum(spent[1:]) * per_job, feeder * per_job)
+    return Drain(rate, spent[0] * per_job, sum(spent[1:]) * per_job, feeder * per_job)
 
 
 def main() -> None:

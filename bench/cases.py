@@ -97,16 +97,28 @@ def _measure_rate(system: System, settings: Settings, jobs: int) -> float:
 # -- 1. throughput ---------------------------------------------------------------------------
 
 
-def throughput(settings: Settings) -> tuple[list[Row], float]:
-    stages = noop_stages(settings.concurrency)
-    framework = Framework("bench", settings.url, settings.workdir, stages)
+def _framework_against_hand_loop(
+    settings: Settings, wrapper: tuple[str, ...] = ()
+) -> tuple[float, float, dict[str, Any]]:
+    """Median jobs/s of the 4 no-op stages and of the hand loop, runs interleaved (drift on a
+    shared machine hits both alike), and the runs behind them."""
+    framework = Framework(
+        "bench", settings.url, settings.workdir, noop_stages(settings.concurrency)
+    )
     hand = HandLoop("hand", settings.url, settings.workdir)
     rates: dict[str, list[float]] = {"framework": [], "hand": []}
-    for _ in range(settings.repeat):  # interleaved: drift on a shared machine hits both alike
+    for system in (framework, hand):
+        system.wrapper = wrapper
+    for _ in range(settings.repeat):
         rates["framework"].append(_measure_rate(framework, settings, settings.jobs))
         rates["hand"].append(_measure_rate(hand, settings, settings.jobs))
     fw, hd = statistics.median(rates["framework"]), statistics.median(rates["hand"])
     pairs = [f / h for f, h in zip(rates["framework"], rates["hand"], strict=True)]
+    return fw, hd, {"runs": rates, "pairwise_ratios": pairs, "jobs": settings.jobs}
+
+
+def throughput(settings: Settings) -> tuple[list[Row], float]:
+    fw, hd, detail = _framework_against_hand_loop(settings)
     row = Row(
         "1 throughput, 4 no-op stages (jobs/s)",
         f"{fw:,.0f}",
@@ -114,7 +126,7 @@ def throughput(settings: Settings) -> tuple[list[Row], float]:
         fw / hd,
         ">= 1.0",
         fw / hd >= 1.0,
-        {"runs": rates, "pairwise_ratios": pairs, "jobs": settings.jobs},
+        detail,
     )
     return [row], fw
 
@@ -135,36 +147,21 @@ def throughput_own_core(settings: Settings) -> list[Row]:
     redis_cpu, others = str(cpus[0]), ",".join(map(str, cpus[1:]))
     workdir = settings.workdir / "own-core"
     workdir.mkdir(exist_ok=True)
-    rates: dict[str, list[float]] = {"framework": [], "hand": []}
     affinity = os.sched_getaffinity(0)
     server = None
     try:
         server, url = start_redis(workdir, ("taskset", "-c", redis_cpu))
-        own = replace(settings, url=url, workdir=workdir)
-        framework = Framework("bench", url, workdir, noop_stages(settings.concurrency))
-        hand = HandLoop("hand", url, workdir)
-        for system in (framework, hand):
-            system.wrapper = ("taskset", "-c", others)
         # This script feeds and watches: it is Python too. (Its thread only: the case starts
         # no thread of its own.)
         os.sched_setaffinity(0, cpus[1:])
-        for _ in range(settings.repeat):
-            rates["framework"].append(_measure_rate(framework, own, settings.jobs))
-            rates["hand"].append(_measure_rate(hand, own, settings.jobs))
+        own = replace(settings, url=url, workdir=workdir)
+        fw, hd, detail = _framework_against_hand_loop(own, ("taskset", "-c", others))
     finally:
         os.sched_setaffinity(0, affinity)
         if server is not None:
             server.terminate()
             server.wait()
-    fw, hd = statistics.median(rates["framework"]), statistics.median(rates["hand"])
-    pairs = [f / h for f, h in zip(rates["framework"], rates["hand"], strict=True)]
-    detail = {
-        "runs": rates,
-        "pairwise_ratios": pairs,
-        "jobs": settings.jobs,
-        "redis_cpu": redis_cpu,
-        "python_cpus": others,
-    }
+    detail.update(redis_cpu=redis_cpu, python_cpus=others)
     python = "the other" if len(cpus) == 2 else f"the other {len(cpus) - 1}"
     case = f"1 throughput, Redis on one core, Python on {python}"
     return [Row(case, f"{fw:,.0f}", f"{hd:,.0f}", fw / hd, "none", None, detail)]
