@@ -30,6 +30,7 @@ from framework.errors import (
     WaitTimeout,
 )
 from framework.pipeline import Pipeline
+from framework.redact import redact
 from framework.stats import read_stats
 
 MAX_WAIT_SECONDS = 300.0  # a longer wait is better done as repeated calls
@@ -57,7 +58,7 @@ STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
 def _error_response(error: Exception) -> JSONResponse:
     status = next((code for kind, code in STATUS_OF if isinstance(error, kind)), 500)
     headers = {"Retry-After": "1"} if status in (429, 503) else None
-    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+    return JSONResponse({"detail": redact(str(error))}, status_code=status, headers=headers)
 
 
 async def _handle_error(request: Request, error: Exception) -> JSONResponse:

@@ -32,6 +32,7 @@ from pydantic import (
 from framework.durations import ByteSize, Duration, format_duration
 from framework.errors import ConfigError
 from framework.keys import RESERVED_STAGE_NAMES, Keys
+from framework.redact import redact
 
 T = TypeVar("T")
 
@@ -72,7 +73,7 @@ def _check_function(value: str) -> str:
 def _check_url(value: str) -> str:
     if value == "embedded":
         return value
-    shown = re.sub(r"(?<=://)[^?#]*@", "***@", value)  # never echo a password: to the last @
+    shown = redact(value)  # never echo a password (user info or ?password=)
     if not (value.startswith(_URL_SCHEMES) and "://" in value[:-1]):
         raise ValueError(
             f"must be 'embedded' or a redis://, rediss:// or unix:// URL, got {shown!r}"

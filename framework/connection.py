@@ -23,6 +23,7 @@ from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework.errors import ConfigError, RedisUnavailable
+from framework.redact import redact
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 SyncClient = redis.Redis | redis.cluster.RedisCluster
@@ -138,11 +139,8 @@ def _options(
 
 
 def _describe(url: str) -> str:
-    """The URL without its password, for error messages and logs."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url
+    """The URL without its password (user info or `?password=`), for error messages and logs."""
+    return redact(url)
 
 
 async def connect(

@@ -2,6 +2,11 @@
 
 The server lives under `.pipeline/` beside pipeline.yaml, with AOF on, so jobs survive a
 restart of the laptop run. Users register a file each; the one that leaves last stops it.
+
+It listens on loopback only, and asks for a random password: on a shared machine every local
+user can reach a loopback port. The password is in `.pipeline/redis.conf` (the server reads it
+there, so it never shows in `ps`) and in `.pipeline/redis.url`, both readable by their owner
+only, in a folder only its owner can enter.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -62,9 +68,19 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, whatever the umask or an older copy."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text)
+
+
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):  # a folder of another user's: theirs to guard
+        folder.chmod(0o700)
     with open(folder / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -89,7 +105,7 @@ class EmbeddedRedis:
                 self.url = url_file.read_text().strip()
             else:
                 self.url = self._launch()
-                url_file.write_text(self.url)
+                _write_private(url_file, self.url)
             self._token().touch()
         return self.url
 
@@ -100,11 +116,15 @@ class EmbeddedRedis:
     def _launch(self) -> str:
         """Start a daemonized redis-server (it outlives this process if another user joins)."""
         binary = find_redis_server()
+        password = secrets.token_urlsafe(32)
+        config = self.folder / "redis.conf"
+        _write_private(config, f"requirepass {password}\n")
         for _ in range(5):
             port = _free_port()
             started = subprocess.run(
                 [
                     binary,
+                    str(config),
                     "--port",
                     str(port),
                     "--bind",
@@ -130,7 +150,7 @@ class EmbeddedRedis:
                 stderr=subprocess.DEVNULL,
                 check=False,
             )
-            url = f"redis://127.0.0.1:{port}/0"
+            url = f"redis://:{password}@127.0.0.1:{port}/0"
             deadline = time.monotonic() + 10
             while started.returncode == 0 and time.monotonic() < deadline:
                 if _answers(url):

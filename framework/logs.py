@@ -13,11 +13,21 @@ from typing import Any
 
 import structlog
 
+from framework.redact import redact_event
+
+# The level `configure` set; before any call, what the environment asks for.
+_level: int | None = None
+
+
+def _level_from(name: str | None) -> int:
+    text = (name or os.environ.get("PIPELINE_LOG_LEVEL") or "info").upper()
+    return logging.getLevelNamesMapping().get(text, logging.INFO)
+
 
 def configure(level: str | None = None, json: bool | None = None) -> None:
     """Console renderer on a TTY, JSON with dict tracebacks otherwise."""
-    name = (level or os.environ.get("PIPELINE_LOG_LEVEL") or "info").upper()
-    numeric = logging.getLevelNamesMapping().get(name, logging.INFO)
+    global _level
+    numeric = _level = _level_from(level)
     as_json = (not sys.stderr.isatty()) if json is None else json
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -29,8 +39,12 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    if as_json:
-        processors.append(structlog.processors.dict_tracebacks)
+    # Tracebacks become data before the last step masks secrets in them (and in every other
+    # value): an exception's text can hold a URL with its password.
+    processors.append(
+        structlog.processors.dict_tracebacks if as_json else structlog.processors.format_exc_info
+    )
+    processors.append(redact_event)
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -57,6 +71,7 @@ def _route_library_logs(processors: list[Any], renderer: Any, level: int) -> Non
 
 
 def logging_enabled(level: int) -> bool:
-    """Whether events at `level` are kept, so hot paths can skip building what would be dropped."""
-    name = (os.environ.get("PIPELINE_LOG_LEVEL") or "info").upper()
-    return logging.getLevelNamesMapping().get(name, logging.INFO) <= level
+    """Whether events at `level` are kept, so hot paths can skip building what would be dropped:
+    by the level `configure` set (`pipeline run` sets error), else the environment's."""
+    configured = _level if _level is not None else _level_from(None)
+    return configured <= level

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from framework.errors import Fail, Retry
+from framework.redact import redact
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,9 @@ def backoff(attempt: int, first: timedelta, cap: timedelta) -> timedelta:
 
 
 def describe(error: BaseException) -> str:
-    text = str(error)
+    """`Type: message`, with any credentials in a URL it names masked: this text becomes a
+    dead letter's and a job's `error`, read by whoever can read the job."""
+    text = redact(str(error))
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
@@ -65,8 +68,8 @@ def decide(
 ) -> RetryLater | DeadLetter:
     """The retry policy: Fail dead-letters now; anything else retries until attempts run out."""
     if isinstance(error, Fail):
-        return DeadLetter(f"Fail: {error.reason}")
-    trace = "".join(tb.format_exception(error))
+        return DeadLetter(f"Fail: {redact(error.reason)}")
+    trace = redact("".join(tb.format_exception(error)))
     if attempt >= max_attempts:
         return DeadLetter(f"{describe(error)} (after {attempt} attempts)", trace)
     if isinstance(error, Retry) and error.after is not None:

@@ -3,7 +3,8 @@
 With `LLM_BASE_URL` set, any OpenAI-compatible endpoint writes the summary (`LLM_API_KEY`,
 `LLM_MODEL`, `LLM_TIMEOUT`). Its failures are sorted for the engine: rate limits, server
 errors and timeouts pass, so they raise `Retry`; a refused request (bad key, unknown model)
-does not, so it raises `Fail`. Without an endpoint, TextRank picks the most central sentences
+does not, so it raises `Fail`. Their reasons become a job's `error`, so they name the endpoint
+with any key in its URL masked. Without an endpoint, TextRank picks the most central sentences
 of the document itself (see stages/textrank.py).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 
 from framework import Fail, Retry
+from framework.redact import redact
 from stages.text import require_text
 from stages.textrank import extractive_summary
 
@@ -107,7 +109,8 @@ async def llm_summary(text: str, settings: LlmSettings) -> str:
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise Retry(reason=f"LLM request timed out after {settings.timeout:g}s") from exc
     except httpx.TransportError as exc:
-        raise Retry(reason=f"LLM endpoint {settings.url} unreachable: {exc!r}") from exc
+        where = redact(settings.url)
+        raise Retry(reason=redact(f"LLM endpoint {where} unreachable: {exc!r}")) from exc
     check_status(response)
     return summary_from(response)
 
@@ -115,7 +118,7 @@ async def llm_summary(text: str, settings: LlmSettings) -> str:
 def check_status(response: httpx.Response) -> None:
     """Raise Retry for what passes (429, 408, 5xx) and Fail for other refusals."""
     status = response.status_code
-    where = f"LLM endpoint {response.request.url}"
+    where = f"LLM endpoint {redact(str(response.request.url))}"
     if status == 429:
         after = retry_after_seconds(response.headers.get("Retry-After"))
         raise Retry(
@@ -137,7 +140,7 @@ def summary_from(response: httpx.Response) -> str:
         content = None
     if not isinstance(content, str) or not content.strip():
         raise Fail(
-            f"LLM endpoint {response.request.url} answered without a summary: "
+            f"LLM endpoint {redact(str(response.request.url))} answered without a summary: "
             f"{_excerpt(response.text)}"
         )
     return content.strip()
@@ -161,6 +164,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 def _excerpt(body: str, limit: int = 300) -> str:
-    """The start of a response body, on one line, for a dead letter's reason."""
-    flat = " ".join(body.split())
+    """The start of a response body, on one line, for a dead letter's reason (an endpoint that
+    echoes the request URL would otherwise put its key there)."""
+    flat = redact(" ".join(body[: limit * 4].split()))
     return flat if len(flat) <= limit else flat[:limit] + "..."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import stat
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ async def test_a_run_on_the_embedded_redis_starts_and_stops_it(
         url = pipeline.url
         job = await pipeline.wait_async(await pipeline.submit_async({"text": "hi"}), timeout=10)
         assert job.result == {"text": "HI"}
-    assert url.startswith("redis://127.0.0.1:")
+    assert url.startswith("redis://:")
+    assert "@127.0.0.1:" in url
     assert (tmp_path / ".pipeline" / "appendonlydir").is_dir(), "AOF is on"
     probe = redis.Redis.from_url(url, socket_connect_timeout=0.5)
     try:
@@ -84,3 +86,38 @@ def test_leaving_the_with_block_stops_the_embedded_redis_the_async_api_started(
     finally:
         probe.close()
     gc.collect()  # the closed loop's sockets, here rather than in the next test
+
+
+def test_the_embedded_redis_wants_a_password_that_only_its_owner_can_read(tmp_path: Path) -> None:
+    """Every local user can reach a loopback port: without the password they are refused."""
+    embedded = EmbeddedRedis(tmp_path)
+    url = embedded.start()
+    try:
+        port = url.rpartition(":")[2].partition("/")[0]
+        with redis.Redis(port=int(port)) as stranger, pytest.raises(redis.AuthenticationError):
+            stranger.ping()
+        with redis.Redis.from_url(url) as owner:
+            assert owner.ping()
+        folder = tmp_path / ".pipeline"
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        for name in ("redis.url", "redis.conf"):
+            assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+        password = url.partition("://:")[2].partition("@")[0]
+        assert len(password) >= 32
+        assert password in (folder / "redis.conf").read_text()
+        assert any("redis-server" in line for line in _command_lines())
+        assert not any(password in line for line in _command_lines())
+    finally:
+        embedded.stop()
+
+
+def _command_lines() -> list[str]:
+    """Every process's command line, as `ps` shows it to any local user."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, UnicodeDecodeError):
+                continue
+    return lines

@@ -261,3 +261,24 @@ def test_retry_after_header_forms() -> None:
     assert retry_after_seconds("nan") is None
     in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
     assert 55 <= (retry_after_seconds(in_a_minute) or 0) <= 60
+
+
+async def test_reasons_never_carry_the_endpoints_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key in the URL (user info, ?api-key=) stays out of Retry and Fail reasons, which
+    become a job's `error` and log lines."""
+    with QuietServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as closed:
+        port = closed.server_port
+    monkeypatch.setenv("LLM_BASE_URL", f"http://user:SECRET1@127.0.0.1:{port}/v1?api-key=SECRET2")
+    with pytest.raises(Retry) as retry:
+        await summarize(DOC)
+    assert "unreachable" in retry.value.reason
+    assert "SECRET" not in retry.value.reason
+
+
+async def test_refusal_reason_masks_the_key(llm: FakeLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_BASE_URL", llm.url.replace("://", "://user:SECRET1@") + "?key=SECRET2")
+    llm.reply = Reply(status=401, body={"error": f"bad key for {llm.url}?api-key=SECRET3"})
+    with pytest.raises(Fail) as fail:
+        await summarize(DOC)
+    assert "HTTP 401" in fail.value.reason
+    assert "SECRET" not in fail.value.reason

@@ -23,6 +23,7 @@ from framework import logs
 from framework.cli import check, dead, replay, run, serve, status, submit, worker
 from framework.cli.common import Options
 from framework.errors import PipelineError
+from framework.redact import redact
 
 # typer 0.2x vendors click (its ClickException derives from typer.TyperException); older typer
 # re-exports click's own. Either way it is the base of BadParameter.
@@ -65,7 +66,7 @@ app.add_typer(dead.app, name="dead")
 
 def _exit(message: str, code: int) -> NoReturn:
     sys.stdout.flush()
-    print(message, file=sys.stderr)
+    print(redact(message), file=sys.stderr)
     _leave(code)
 
 
