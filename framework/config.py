@@ -59,9 +59,19 @@ def _check_stage_name(value: str) -> str:
     return value
 
 
+# Python's own functions take a payload as code or as a file name (eval, exec, open): a stage
+# is code the pipeline's authors wrote or installed, never one of these.
+REFUSED_MODULES = frozenset({"builtins", "__builtin__", "__main__"})
+
+
 def _check_function(value: str) -> str:
     module, colon, attr = value.partition(":")
     if colon and attr.isidentifier() and all(p.isidentifier() for p in module.split(".")):
+        if module in REFUSED_MODULES:
+            raise ValueError(
+                f"{value!r}: functions of {module!r} cannot be stages; "
+                "write the stage as a function in a module of your own"
+            )
         return value
     hint = ""
     if not colon and "." in value:

@@ -136,14 +136,30 @@ def _reject_duplicates(node: yaml.Node, loc: Loc, open_: set[int], done: set[int
 
 
 def _expand(tree: Any, loc: Loc, env: Mapping[str, str]) -> Any:
-    """Expand `${VAR}`, `${VAR:-default}` and `$$` in every string value (keys stay as written)."""
+    """Expand `${VAR}`, `${VAR:-default}` and `$$` in every string value (keys stay as written),
+    except in `function:`: which code runs is the file's to say, not the environment's (with
+    `FN=builtins:eval`, `function: ${FN}` would run every payload as Python)."""
     if isinstance(tree, str):
+        if _is_function(loc):
+            if "${" in tree:
+                raise _FieldProblem(
+                    loc, "${...} does not expand in function:; write the module path itself"
+                )
+            return tree
         return _REFERENCE.sub(lambda match: _substitute(match, loc, env), tree)
     if isinstance(tree, dict):
         return {key: _expand(value, (*loc, key), env) for key, value in tree.items()}
     if isinstance(tree, list):
         return [_expand(item, (*loc, index), env) for index, item in enumerate(tree)]
     return tree
+
+
+def _is_function(loc: Loc) -> bool:
+    """`stages.NAME.function` or `defaults.function`."""
+    return loc[-1:] == ("function",) and loc[: -1 if loc[:1] == ("defaults",) else -2] in (
+        ("defaults",),
+        ("stages",),
+    )
 
 
 def _substitute(match: re.Match[str], loc: Loc, env: Mapping[str, str]) -> str:

@@ -226,7 +226,7 @@ def test_env_vars_expand_inside_strings_and_dollar_dollar_escapes(here: Path) ->
     text = """\
     name: docs
     stages:
-      a: {function: "stages.${MOD:-extract}:run", batch: "${BATCH}", input: {stream: "cost$$"}}
+      a: {function: "stages.extract:run", batch: "${BATCH}", input: {stream: "c${X:-ost}$$"}}
     """
     stage = load(here, text, env={"BATCH": "16"}).stage("a")
     assert (stage.function, stage.batch, stage.input_stream) == ("stages.extract:run", 16, "cost$")
@@ -509,6 +509,34 @@ def test_env_var_that_is_set_but_not_a_url(here: Path) -> None:
     assert error_of(here, ONE_STAGE, env={"REDIS_URL": "http://u:pw@x"}) == (
         "pipeline.yaml: redis.url: from environment variable REDIS_URL: must be 'embedded' "
         "or a redis://, rediss:// or unix:// URL, got 'http://***@x'"
+    )
+
+
+def test_function_is_read_as_written_never_from_the_environment(here: Path) -> None:
+    """`FN=builtins:eval` must not make a stage `eval` its payloads."""
+    text = "name: docs\nstages:\n  a:\n    function: ${FN}\n"
+    assert error_of(here, text, env={"FN": "builtins:eval"}) == (
+        "pipeline.yaml: stages.a.function: ${...} does not expand in function:; "
+        "write the module path itself"
+    )
+    shared = "name: docs\ndefaults:\n  function: ${FN:-m:f}\nstages:\n  a: {}\n"
+    assert error_of(here, shared) == (
+        "pipeline.yaml: defaults.function: ${...} does not expand in function:; "
+        "write the module path itself"
+    )
+    literal = 'name: docs\nstages:\n  a:\n    function: pkg.mod:fn\n    input: {stream: "${S}"}\n'
+    spec = load(here, literal, env={"S": "events"})
+    assert spec.stages[0].function == "pkg.mod:fn"
+    assert spec.stages[0].input_stream == "events"  # other values still expand
+
+
+@pytest.mark.parametrize("function", ["builtins:eval", "builtins:exec", "__main__:main"])
+def test_a_builtin_function_is_refused(here: Path, function: str) -> None:
+    text = f"name: docs\nstages:\n  a:\n    function: {function}\n"
+    module = function.partition(":")[0]
+    assert error_of(here, text) == (
+        f"pipeline.yaml: stages.a.function: '{function}': functions of '{module}' cannot be "
+        "stages; write the stage as a function in a module of your own"
     )
 
 
