@@ -156,10 +156,9 @@ def _expand(tree: Any, loc: Loc, env: Mapping[str, str]) -> Any:
 
 def _is_function(loc: Loc) -> bool:
     """`stages.NAME.function` or `defaults.function`."""
-    return loc[-1:] == ("function",) and loc[: -1 if loc[:1] == ("defaults",) else -2] in (
-        ("defaults",),
-        ("stages",),
-    )
+    if loc[-1:] != ("function",):
+        return False
+    return loc[:-1] == ("defaults",) or (len(loc) == 3 and loc[0] == "stages")
 
 
 def _substitute(match: re.Match[str], loc: Loc, env: Mapping[str, str]) -> str:
