@@ -49,9 +49,11 @@ COMMIT = Path("framework") / "lua" / "commit.lua"
 # (what the script says, what it says instead): each must match commit.lua exactly once.
 WITHOUT_JOB_HASH = (
     """    call("XADD", output, "*", "job", job, "data", payload)
+    emitted = emitted + 1
     local jobkey = prefix .. job
     if not source then""",
     """    call("XADD", output, "*", "job", job, "data", payload)
+    emitted = emitted + 1
     local jobkey = prefix .. job
     if fan == 0 then call("XADD", done, "*", "job", job, "state", "done")
     elseif true then

@@ -96,7 +96,14 @@ async def commit(
     """Commit each message atomically; False where another consumer owns it now."""
     keys = pipeline.keys
     now_ms = int(time.time() * 1000)
-    script_keys = [stage.input_stream, stage.output_stream, keys.dead, keys.retry, keys.done]
+    script_keys = [
+        stage.input_stream,
+        stage.output_stream,
+        keys.dead,
+        keys.retry,
+        keys.done,
+        keys.stats,
+    ]
     ids: list[str] = []
     jobs: list[str] = []
     times: list[int] = []

@@ -143,17 +143,44 @@ def _describe(url: str) -> str:
     return redact(url)
 
 
+# Connections a client opens at most, and how long a command waits for one to be free before
+# it counts as Redis being unreachable (transient: the callers retry, the API answers 503).
+# redis-py's own pool refuses the 101st concurrent command ("Too many connections") instead.
+MAX_CONNECTIONS = 100
+POOL_WAIT = 10.0
+
+
+def _plain_client(
+    url: str,
+    socket_timeout: float | None,
+    keepalive: dict[int, int] | None,
+    max_connections: int | None,
+) -> redis.asyncio.Redis:
+    options = _options(url, socket_timeout, keepalive)
+    retry = redis.asyncio.retry.Retry(NoBackoff(), 0)
+    # A burst of concurrent commands (the HTTP API's requests, many runners) queues for a
+    # connection instead of failing or opening one each.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections or MAX_CONNECTIONS,
+        timeout=POOL_WAIT,
+        retry=retry,
+        **options,
+    )
+    client = redis.asyncio.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # aclose() closes the pool, as from_url's does
+    return client
+
+
 async def connect(
     url: str,
     socket_timeout: float | None = SOCKET_TIMEOUT,
     keepalive: dict[int, int] | None = None,
+    max_connections: int | None = None,
 ) -> tuple[AsyncClient, Server]:
-    """An async client for `url`, switching to the cluster client when the server is one."""
-    plain = redis.asyncio.Redis.from_url(
-        url,
-        retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
-        **_options(url, socket_timeout, keepalive),
-    )
+    """An async client for `url`, switching to the cluster client when the server is one;
+    with `max_connections`, commands beyond it wait for a connection to be free."""
+    plain = _plain_client(url, socket_timeout, keepalive, max_connections)
     _pack_with_hiredis(plain)
     _refuse_reply_options(plain.connection_pool.connection_kwargs, url)
     try:
@@ -173,7 +200,9 @@ async def connect(
     if not cluster:
         return plain, server
     await plain.aclose()
-    client = redis.asyncio.cluster.RedisCluster.from_url(url, **_options(url))
+    client = redis.asyncio.cluster.RedisCluster.from_url(
+        url, **_options(url), max_connections=max_connections or MAX_CONNECTIONS
+    )
     await client.initialize()
     return client, server
 

@@ -1,6 +1,10 @@
 """The dashboard page of `pipeline serve` (GET /): one self-contained HTML file, no external
 assets, that reads GET /status every 2 s and redraws the per-stage table.
 
+The page itself holds no data, so it is served without the API's token; when /status asks for
+one (401) the page asks the user for it and keeps it in the tab's sessionStorage, never in a
+cookie (which a browser would also send with requests other sites make).
+
 Kept apart from api.py because it is markup, not routing. The first table is rendered on the
 server (stage names, dashes for the numbers), so the page says which pipeline it shows even
 before, or without, JavaScript.
@@ -33,6 +37,10 @@ PAGE = """<!doctype html>
 <body>
 <h1>pipeline {name}</h1>
 <div id="meta">connecting…</div>
+<form id="login" hidden>
+<label>API token <input id="token" type="password" autocomplete="current-password"></label>
+<button>show</button>
+</form>
 <table>
 <thead><tr>{headers}</tr></thead>
 <tbody id="stages">{rows}</tbody>
@@ -68,9 +76,24 @@ function render(stats) {{
   document.getElementById("totals").textContent =
     "dead letters: " + stats.dead_letters.total + "   waiting retries: " + stats.retries.total;
 }}
+const tokenKey = "pipeline-token:" + location.pathname;
+function authorization() {{
+  const token = sessionStorage.getItem(tokenKey);
+  return token ? {{ Authorization: "Bearer " + token }} : {{}};
+}}
+document.getElementById("login").addEventListener("submit", (event) => {{
+  event.preventDefault();
+  sessionStorage.setItem(tokenKey, document.getElementById("token").value);
+  document.getElementById("login").hidden = true;
+  refresh();
+}});
 async function refresh() {{
   try {{
-    const response = await fetch("status", {{ cache: "no-store" }});
+    const response = await fetch("status", {{ cache: "no-store", headers: authorization() }});
+    if (response.status === 401) {{
+      document.getElementById("login").hidden = false;
+      throw new Error("this server wants its API token");
+    }}
     if (!response.ok) throw new Error("GET /status: " + response.status);
     render(await response.json());
   }} catch (error) {{

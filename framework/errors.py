@@ -5,7 +5,11 @@ PipelineError                 root of everything the framework raises; .exit_cod
 ├── ConfigError               "pipeline.yaml: stages.embed.batch: must be >= 1"; exit 2
 │   └── StageImportError      `function:` does not import, or its signature cannot be served
 ├── PayloadError              refused at submit: not JSON, or over max_payload
-│   └── PayloadTooLarge       over max_payload (HTTP 413)
+│   ├── PayloadTooLarge       over max_payload (HTTP 413)
+│   ├── BodyNotJson           an HTTP body that is not JSON at all (400)
+│   └── WrongContentType      an HTTP body that does not say it is JSON (415)
+├── NotAuthorized             an HTTP request without the API's bearer token (401)
+├── TooManyWaits              the HTTP API's cap on waits in progress is reached (503)
 ├── BacklogFull               refused at submit: the first stage is over its max_backlog
 ├── SubmitCutShort            a submit of many jobs stopped part way by Redis
 ├── RedisUnavailable          cannot reach or start Redis
@@ -53,6 +57,34 @@ class PayloadError(PipelineError):
 
 class PayloadTooLarge(PayloadError):
     """Over `max_payload`: large documents travel as a reference (path, URL)."""
+
+
+class BodyNotJson(PayloadError):
+    """A request body that is not JSON at all: the request is malformed (400), where a payload
+    that is JSON but refused (a bad job id) is 422."""
+
+
+class WrongContentType(PayloadError):
+    """A body sent without `Content-Type: application/json`. Browsers send such bodies (a form,
+    text/plain) from any site without asking the server first, so the API takes none."""
+
+
+class NotAuthorized(PipelineError):
+    """No bearer token, or the wrong one, where `pipeline serve` was started with a token."""
+
+    def __init__(self) -> None:
+        super().__init__("missing or wrong bearer token (Authorization: Bearer TOKEN)")
+
+
+class TooManyWaits(PipelineError):
+    """`GET /jobs/ID/wait` while as many waits as the API allows are in progress."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"{limit} waits are in progress, the most this server holds; "
+            "retry later, or poll GET /jobs/ID"
+        )
 
 
 class BacklogFull(PipelineError):

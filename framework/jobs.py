@@ -7,6 +7,8 @@ so a waiter costs nothing while nothing finishes: no polling loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -15,7 +17,7 @@ from typing import Any, cast
 
 import orjson
 
-from framework.connection import AsyncClient
+from framework.connection import TRANSIENT_ERRORS, AsyncClient
 from framework.errors import JobNotFound, WaitTimeout
 from framework.keys import Keys
 from framework.wire import Fields, range_reply, read_reply
@@ -192,3 +194,81 @@ async def wait_for_jobs(
             done_ids = {fields[b"job"].decode() for _id, fields in entries}
             await collect(done_ids & waiting)
     return finished
+
+
+class DoneWatcher:
+    """One blocking read of the done stream serves every waiter of a process (the HTTP API's
+    `/jobs/ID/wait`): a thousand waits cost one connection, not a thousand.
+
+    A waiter registers before it reads the job hash, and the reader starts from the stream's
+    end before any waiter's hash read: a job that finishes in between is either seen by the
+    hash read or still ahead of the reader, so none is missed.
+    """
+
+    def __init__(self, client: AsyncClient, keys: Keys, stages: tuple[str, ...]) -> None:
+        self.client, self.keys, self.stages = client, keys, stages
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+
+    async def wait(self, job_id: str, timeout: float) -> Job:
+        """The job once it has finished; WaitTimeout after `timeout` seconds."""
+        self._start()
+        loop = asyncio.get_running_loop()
+        waiting = self._waiters.setdefault(job_id, set())
+        finished: asyncio.Future[None] = loop.create_future()
+        waiting.add(finished)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._started.wait()
+                while True:
+                    job = await read_job(self.client, self.keys, job_id, self.stages)
+                    if job.finished:
+                        return job
+                    await finished  # a done entry for this job: read its hash again
+                    waiting.discard(finished)
+                    finished = loop.create_future()
+                    waiting.add(finished)
+        except TimeoutError:
+            raise WaitTimeout(job_id, timeout) from None
+        finally:
+            waiting.discard(finished)
+            if not waiting and self._waiters.get(job_id) is waiting:
+                del self._waiters[job_id]
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(futures) for futures in self._waiters.values())
+
+    def _start(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._started.clear()
+            self._reader = asyncio.create_task(self._read(), name="done-watcher")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+
+    async def _read(self) -> None:
+        delay = 0.05
+        position: str | None = None
+        while True:
+            try:
+                if position is None:
+                    position = await last_done_id(self.client, self.keys)
+                    self._started.set()
+                reply = await self.client.xread({self.keys.done: position}, count=1000, block=1000)
+                delay = 0.05
+            except TRANSIENT_ERRORS:  # waiters time out meanwhile, or their hash reads say why
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for _stream, entries in read_reply(reply):
+                position = entries[-1][0].decode()
+                for _id, fields in entries:
+                    for waiter in self._waiters.get(fields[b"job"].decode(), ()):
+                        if not waiter.done():
+                            waiter.set_result(None)

@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-RESERVED_STAGE_NAMES = frozenset({"input", "dead", "retry", "done", "job"})
+RESERVED_STAGE_NAMES = frozenset({"input", "dead", "retry", "done", "job", "stats"})
 
 _consumer_counter = itertools.count(1)
 
@@ -41,6 +41,11 @@ class Keys:
     @property
     def done(self) -> str:
         return f"{self.prefix}:done"
+
+    @property
+    def stats(self) -> str:
+        """Counts by stage (outputs, dead letters, waiting retries), for status."""
+        return f"{self.prefix}:stats"
 
     def stage(self, stage: str) -> str:
         """The stream holding what `stage` produced."""

@@ -1,5 +1,6 @@
-"""Housekeeping every worker shares: promoting due retries, trimming to retention, and saying
-when its output has readers its pipeline.yaml does not know.
+"""Housekeeping every worker shares: promoting due retries, trimming to retention, a reading of
+the output counters now and then, and saying when its output has readers its pipeline.yaml
+does not know.
 
 Any live worker may promote any stage's retry (the entry names its stage), so retries move on
 even while the failing stage has no worker; promotion is one atomic script, safe to race.
@@ -29,6 +30,7 @@ log = structlog.get_logger()
 
 PROMOTE_BATCH = 500
 TRIM_EVERY = 1.0
+SNAPSHOT_EVERY = 10.0  # seconds between readings of the output counters (status's out/s)
 READERS_EVERY = 10.0
 FAILURE_LOG_EVERY = 60.0
 MAX_NAP = 1.0
@@ -41,12 +43,22 @@ async def promote_due_retries(client: AsyncClient, spec: PipelineSpec) -> int:
         now_ms = int(time.time() * 1000)
         count = int(
             await scripts.script(scripts.PROMOTE)(
-                client, [spec.keys.retry], [now_ms, PROMOTE_BATCH]
+                client, [spec.keys.retry, spec.keys.stats], [now_ms, PROMOTE_BATCH]
             )
         )
         moved += count
         if count < PROMOTE_BATCH:
             return moved
+
+
+async def take_snapshot(client: AsyncClient, spec: PipelineSpec) -> bool:
+    """Let the stats hash record its output counters if its last reading is SNAPSHOT_EVERY
+    old: what status measures outputs per second against. True when it took one."""
+    now_ms = int(time.time() * 1000)
+    every_ms = int(SNAPSHOT_EVERY * 1000)
+    return bool(
+        await scripts.script(scripts.SNAPSHOT)(client, [spec.keys.stats], [now_ms, every_ms])
+    )
 
 
 async def seconds_to_next_retry(client: AsyncClient, spec: PipelineSpec) -> float:
@@ -122,9 +134,11 @@ class Housekeeper:
             return
         self._trimmed_at = now
         for stream in self.streams:
-            removed = await trim(self.client, stream, self.spec.retention)
+            stats = self.spec.keys.stats if stream == self.spec.keys.dead else None
+            removed = await trim(self.client, stream, self.spec.retention, stats)
             if removed:
                 log.debug("stream_trimmed", stream=stream, removed=removed)
+        await take_snapshot(self.client, self.spec)
 
     async def _check_readers_if_due(self) -> None:
         now = time.monotonic()

@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,11 +36,22 @@ EMBEDDED = "embedded"
 SUBMIT_CHUNK = 500
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A job id, and whether the submit queued it (False: that id existed, nothing queued)."""
+
+    job_id: str
+    new: bool
+
+
 class Pipeline:
     """One pipeline.yaml, connected lazily to its Redis."""
 
-    def __init__(self, spec: PipelineSpec) -> None:
+    def __init__(self, spec: PipelineSpec, max_connections: int | None = None) -> None:
+        """`max_connections` bounds each event loop's client (the HTTP API sets it); commands
+        beyond it wait for a free connection."""
         self.spec = spec
+        self.max_connections = max_connections
         self._clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
         self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._lock = threading.Lock()
@@ -50,10 +62,13 @@ class Pipeline:
 
     @classmethod
     def load(
-        cls, path: str | Path = "pipeline.yaml", env: Mapping[str, str] | None = None
+        cls,
+        path: str | Path = "pipeline.yaml",
+        env: Mapping[str, str] | None = None,
+        max_connections: int | None = None,
     ) -> Pipeline:
         """Read and validate pipeline.yaml; raises ConfigError with a one-line message."""
-        return cls(load_spec(path, env))
+        return cls(load_spec(path, env), max_connections)
 
     @property
     def name(self) -> str:
@@ -91,7 +106,7 @@ class Pipeline:
             client = self._clients.get(loop)
             if client is None:
                 url = await asyncio.to_thread(self._server_url)
-                client, self._server = await connect(url)
+                client, self._server = await connect(url, max_connections=self.max_connections)
                 try:
                     await ensure_groups(client, self.spec)
                 except BaseException:
@@ -143,17 +158,30 @@ class Pipeline:
         """Queue one job; returns its id. The same `job_id` twice makes one job."""
         return (await self.submit_many_async([(data, job_id)], trace=trace))[0]
 
+    async def submit_job_async(
+        self, data: Any, job_id: str | None = None, trace: str = ""
+    ) -> Submitted:
+        """Queue one job and say whether this call queued it: `new` is False when a job with
+        that id already existed (nothing was queued; the HTTP API answers 200, not 202)."""
+        return (await self._submit(self._checked([(data, job_id)]), trace))[0]
+
     async def submit_many_async(
         self, jobs: Iterable[tuple[Any, str | None]], trace: str = ""
     ) -> list[str]:
         """Queue many jobs in pipelined round trips; returns their ids in order."""
+        return [submitted.job_id for submitted in await self._submit(self._checked(jobs), trace)]
+
+    def _checked(self, jobs: Iterable[tuple[Any, str | None]]) -> list[tuple[bytes, str | None]]:
         encoded = [(self._encode(data), job_id) for data, job_id in jobs]
         for _, job_id in encoded:
             if job_id is not None and not valid_job_id(job_id):
                 raise PayloadError(f"job id {job_id!r} must be 1-200 characters, no whitespace")
+        return encoded
+
+    async def _submit(self, encoded: list[tuple[bytes, str | None]], trace: str) -> list[Submitted]:
         client = await self.client()
         first = self.spec.first
-        queued: list[tuple[int, str]] = []  # (position, job id)
+        queued: list[tuple[int, Submitted]] = []  # (position, job)
         refused: list[int] = []
         backlog = 0
         submit = scripts.script(scripts.SUBMIT)
@@ -168,17 +196,20 @@ class Pipeline:
                     raise  # nothing is queued: the error as it is
                 unknown = list(range(start, start + len(chunk)))
                 later = list(range(start + len(chunk), len(encoded)))
-                raise SubmitCutShort(error, queued, unknown, later) from error
-            for position, (job, at) in enumerate(replies, start=start):
+                done = [(position, job.job_id) for position, job in queued]
+                raise SubmitCutShort(error, done, unknown, later) from error
+            for position, (job, flag) in enumerate(replies, start=start):
                 if job:
-                    queued.append((position, job.decode() if isinstance(job, bytes) else str(job)))
+                    text = job.decode() if isinstance(job, bytes) else str(job)
+                    queued.append((position, Submitted(text, bool(int(flag)))))
                 else:
                     refused.append(position)
-                    backlog = max(backlog, int(at))
+                    backlog = max(backlog, int(flag))
             if refused:  # the round trip that met the refusal is the last one sent
                 refused.extend(range(start + len(chunk), len(encoded)))
                 limit = first.max_backlog or 0
-                raise BacklogFull(first.name, backlog, limit, queued, refused)
+                done = [(position, job.job_id) for position, job in queued]
+                raise BacklogFull(first.name, backlog, limit, done, refused)
         return [job for _, job in queued]
 
     def _submit_calls(

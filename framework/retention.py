@@ -17,15 +17,21 @@ from framework.connection import AsyncClient
 TRIM_LIMIT = 10_000
 
 
-async def trim(client: AsyncClient, stream: str, retention: Retention) -> int:
-    """Trim one stream as far as retention asks and safety allows; returns entries removed."""
+async def trim(
+    client: AsyncClient, stream: str, retention: Retention, dead_letter_stats: str | None = None
+) -> int:
+    """Trim one stream as far as retention asks and safety allows; returns entries removed.
+    For the dead-letter stream, `dead_letter_stats` is the stats hash whose per-stage tally
+    the removed letters leave."""
     if retention.max_len is None and retention.max_age is None:
         return 0
     max_len = "" if retention.max_len is None else retention.max_len
     oldest_kept = ""
     if retention.max_age is not None:
         oldest_kept = str(int((time.time() - retention.max_age.total_seconds()) * 1000))
+    keys = [stream] if dead_letter_stats is None else [stream, dead_letter_stats]
+    counting = "1" if dead_letter_stats is not None else "0"
     removed = await scripts.script(scripts.TRIM)(
-        client, [stream], [max_len, oldest_kept, TRIM_LIMIT]
+        client, keys, [max_len, oldest_kept, TRIM_LIMIT, counting]
     )
     return int(removed)

@@ -2,41 +2,40 @@
 dead letters, for `pipeline status` and dashboards.
 
 Kept apart from the worker because nothing here writes: it is safe to run against production as
-often as anyone likes. Every scan is capped, so it stays cheap on streams of millions of entries;
-a count that hit its cap is a lower bound and says so (`exact=False`).
+often as anyone likes (the dashboard polls it every 2 s). No stream entry is read here: they
+hold payloads, which can be megabytes each. Outputs, dead letters and waiting retries are
+counted by stage in the `{name}:stats` hash as they happen (commit.lua and the scripts that
+re-drive, purge, promote and trim), and outputs per second come from two readings of those
+counters that workers take every ten seconds. Lag is Redis 7's own count; before 7.0 it is
+counted inside Redis (lag.lua), capped. A count that hit its cap, or a tally that does not add
+up to its total (letters written before the tally existed), is a lower bound and says so
+(`exact=False`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-import orjson
 from redis.exceptions import ResponseError
 
+from framework import scripts
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import AsyncClient, Server
 
 LAG_SCAN_CAP = 1000  # entries counted after a group's last-delivered id when XINFO has no lag
-RATE_SAMPLE = 200  # newest output entries read to measure throughput
-RATE_WINDOW_MS = 60_000
-DEAD_SCAN_CAP = 2000  # newest dead letters read to split them by stage
-RETRY_SCAN_CAP = 200  # retry members read to split them by stage (members hold payloads)
-PAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
 class Tally:
-    """Counts by stage from a capped scan: `exact` when the scan saw all `total` items."""
+    """Counts by stage, and the total: `exact` when they add up to it."""
 
     by_stage: dict[str, int]
     total: int
-    scanned: int
 
     @property
     def exact(self) -> bool:
-        return self.scanned >= self.total
+        return sum(self.by_stage.values()) == self.total
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +82,11 @@ def _tally_dict(tally: Tally) -> dict[str, Any]:
 async def read_stats(client: AsyncClient, server: Server, spec: PipelineSpec) -> PipelineStats:
     """One consistent-enough reading of every stage (a few round trips per stage, no writes)."""
     now_ms = await server_time_ms(client)
-    dead = await count_dead_letters(client, spec.keys.dead)
-    retries = await count_retries(client, spec.keys.retry)
+    counters = await read_counters(client, spec.keys.stats)
+    dead = tally(counters, "dead", int(await client.xlen(spec.keys.dead)))
+    retries = tally(counters, "retry", int(await client.zcard(spec.keys.retry)))
     stages = [
-        await read_stage(client, server, stage, now_ms, dead, retries) for stage in spec.stages
+        await read_stage(client, stage, now_ms, dead, retries, counters) for stage in spec.stages
     ]
     version = ".".join(map(str, server.version))
     return PipelineStats(spec.name, version, now_ms, tuple(stages), dead, retries)
@@ -102,10 +102,15 @@ async def server_time_ms(client: AsyncClient) -> int:
 
 
 async def read_stage(
-    client: AsyncClient, server: Server, stage: StageSpec, now_ms: int, dead: Tally, retries: Tally
+    client: AsyncClient,
+    stage: StageSpec,
+    now_ms: int,
+    dead: Tally,
+    retries: Tally,
+    counters: dict[str, int],
 ) -> StageStats:
     group = await _group_info(client, stage)
-    lag, lag_exact = (None, True) if group is None else await _lag(client, server, stage, group)
+    lag, lag_exact = (None, True) if group is None else await _lag(client, stage)
     consumers = await _consumers(client, stage) if group is not None else []
     lease_ms = stage.lease.total_seconds() * 1000
     return StageStats(
@@ -117,7 +122,7 @@ async def read_stage(
         pending=int(group["pending"]) if group is not None else 0,
         consumers=len(consumers),
         active_consumers=sum(1 for c in consumers if int(c.get("idle", 0)) < lease_ms),
-        throughput=await throughput(client, stage.output_stream, now_ms),
+        throughput=throughput(counters, stage.name, now_ms),
         dead_letters=dead.by_stage.get(stage.name, 0),
         retries=retries.by_stage.get(stage.name, 0),
     )
@@ -141,67 +146,47 @@ async def _consumers(client: AsyncClient, stage: StageSpec) -> list[dict[str, An
         return []
 
 
-async def _lag(
-    client: AsyncClient, server: Server, stage: StageSpec, group: dict[str, Any]
-) -> tuple[int, bool]:
-    """XINFO's lag on 7.0+; before that (or when 7.x cannot tell) count up to a cap."""
-    last = _text(group["last-delivered-id"])
-    if server.has_lag and group.get("lag") is not None:
-        lag = int(group["lag"])
-        if lag and not entries(await client.xrange(stage.input_stream, next_id(last), count=1)):
-            # Nothing follows the last delivered entry: the server's counters disagree (7.0's
-            # entries-read can go stale, e.g. across an AOF reload), the stream does not.
-            return 0, True
-        return lag, True
-    if last == "0-0":
-        return int(await client.xlen(stage.input_stream)), True
-    after = entries(
-        await client.xrange(stage.input_stream, next_id(last), "+", count=LAG_SCAN_CAP + 1)
+async def _lag(client: AsyncClient, stage: StageSpec) -> tuple[int, bool]:
+    """Entries not yet handed to the stage's group, counted by lag.lua (capped before 7.0)."""
+    lag, exact = await scripts.script(scripts.LAG)(
+        client, [stage.input_stream], [stage.name, LAG_SCAN_CAP]
     )
-    return min(len(after), LAG_SCAN_CAP), len(after) <= LAG_SCAN_CAP
+    return max(int(lag), 0), bool(int(exact))
 
 
-async def throughput(client: AsyncClient, stream: str, now_ms: int) -> float:
-    """Entries per second added to `stream` over the last minute, from its newest entries.
-
-    Reads at most RATE_SAMPLE entries: when the minute holds more, the rate is measured over
-    the time those newest entries span instead.
-    """
-    since = max(now_ms - RATE_WINDOW_MS, 0)
-    newest = entries(await client.xrevrange(stream, max="+", min=f"{since}-0", count=RATE_SAMPLE))
-    if len(newest) < RATE_SAMPLE:
-        return len(newest) * 1000 / RATE_WINDOW_MS
-    oldest_ms = int(newest[-1][0].split("-")[0])
-    return len(newest) * 1000 / max(now_ms - oldest_ms, 1)
-
-
-async def count_dead_letters(client: AsyncClient, dead: str) -> Tally:
-    """Dead letters by stage, newest first, reading at most DEAD_SCAN_CAP of them."""
-    total = int(await client.xlen(dead))
-    counts: Counter[str] = Counter()
-    scanned, upper = 0, "+"
-    while scanned < min(total, DEAD_SCAN_CAP):
-        page = entries(await client.xrevrange(dead, max=upper, min="-", count=PAGE))
-        if not page:
-            break
-        for _id, fields in page[: DEAD_SCAN_CAP - scanned]:
-            counts[_text(fields.get(b"stage", b"?"))] += 1
-        scanned += min(len(page), DEAD_SCAN_CAP - scanned)
-        upper = previous_id(page[-1][0])
-    return Tally(dict(counts), total, scanned)
-
-
-async def count_retries(client: AsyncClient, retry: str) -> Tally:
-    """Messages waiting for a delayed retry, by the stage that will run them again."""
-    total = int(await client.zcard(retry))
-    members: list[Any] = list(await client.zrange(retry, 0, RETRY_SCAN_CAP - 1)) if total else []
-    counts: Counter[str] = Counter()
-    for member in members:
+async def read_counters(client: AsyncClient, stats: str) -> dict[str, int]:
+    """The stats hash: `out.STAGE`, `dead.STAGE`, `retry.STAGE` and the two readings."""
+    raw = cast(dict[bytes, bytes], await client.hgetall(stats))
+    counters = {}
+    for name, value in raw.items():
         try:
-            counts[str(orjson.loads(member).get("stage", "?"))] += 1
-        except (orjson.JSONDecodeError, AttributeError):
-            counts["?"] += 1
-    return Tally(dict(counts), total, len(members))
+            counters[_text(name)] = int(value)
+        except ValueError:
+            continue  # not ours: nothing else writes here, but a stray field must not break status
+    return counters
+
+
+def tally(counters: dict[str, int], kind: str, total: int) -> Tally:
+    """`kind.STAGE` counters as a Tally of `total` items."""
+    prefix = kind + "."
+    by_stage = {
+        name[len(prefix) :]: count
+        for name, count in counters.items()
+        if name.startswith(prefix) and count > 0
+    }
+    return Tally(by_stage, total)
+
+
+def throughput(counters: dict[str, int], stage: str, now_ms: int) -> float:
+    """Outputs per second of `stage` since the older of the two readings workers keep (10 to
+    20 s ago while any worker runs; further back, so the rate falls, when none does)."""
+    current = counters.get(f"out.{stage}", 0)
+    for reading in ("prev", "snap"):
+        at = counters.get(f"{reading}.at")
+        if at is not None and now_ms > at:
+            before = counters.get(f"{reading}.out.{stage}", 0)
+            return max(current - before, 0) * 1000 / (now_ms - at)
+    return 0.0
 
 
 Entry = tuple[str, dict[bytes, bytes]]

@@ -425,9 +425,15 @@ def _cluster_ok(node: RedisServer) -> bool:
 # Leak check: only the keys DESIGN.md lists, with the types it lists
 # ---------------------------------------------------------------------------------------------
 
-_FIXED_KEYS = {"input": "stream", "dead": "stream", "done": "stream", "retry": "zset"}
+_FIXED_KEYS = {
+    "input": "stream",
+    "dead": "stream",
+    "done": "stream",
+    "retry": "zset",
+    "stats": "hash",
+}
 _STAGE = re.compile(r"[A-Za-z0-9_-]+")
-_NOT_STAGES = {"retry", "job"}  # reserved names that are not streams under {NAME}:<stage>
+_NOT_STAGES = {"retry", "job", "stats"}  # reserved names that are not streams under {NAME}:<stage>
 
 
 def expected_type(name: str, key: str) -> str | None:

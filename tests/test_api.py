@@ -63,7 +63,9 @@ async def test_refusals_have_their_status_codes(
         assert too_large.status_code == 413
         assert "over max_payload 1024" in too_large.json()["detail"]
 
-        not_json = await http.post("/jobs", content=b"{nope")
+        not_json = await http.post(
+            "/jobs", content=b"{nope", headers={"content-type": "application/json"}
+        )
         assert not_json.status_code == 400
         assert not_json.json()["detail"].startswith("payload is not valid JSON: ")
 

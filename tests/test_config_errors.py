@@ -368,7 +368,7 @@ ERRORS = {
     "reserved stage name": (
         "name: docs\nstages:\n  dead:\n    function: m:f\n",
         "pipeline.yaml: stages.dead: 'dead' is reserved for the pipeline's own keys "
-        "(dead, done, input, job, retry); choose another stage name",
+        "(dead, done, input, job, retry, stats); choose another stage name",
     ),
     "bad stage name characters": (
         "name: docs\nstages:\n  my stage:\n    function: m:f\n",

@@ -219,11 +219,18 @@ async def redrive(client: AsyncClient, spec: PipelineSpec, letters: list[DeadLet
     for letter in letters:
         stage, fields = spec.stage(letter.stage), letter.fields
         job = fields.get("job", letter.id)
-        keys = [spec.keys.dead, stage.input_stream, spec.keys.job(job)]
+        keys = [spec.keys.dead, stage.input_stream, spec.keys.job(job), spec.keys.stats]
         data, trace = fields.get("data", ""), fields.get("trace", "")
         calls.append((keys, [letter.id, stage.name, job, data, trace, now_ms, ttl]))
     replies = await scripts.script(scripts.REDRIVE).many(client, calls)
     return sum(int(reply) for reply in replies)
+
+
+async def purge(client: AsyncClient, spec: PipelineSpec, letters: list[DeadLetter]) -> int:
+    """Delete letters, and their count from their stage's tally; returns how many went."""
+    args = [value for letter in letters for value in (letter.id, letter.stage)]
+    keys = [spec.keys.dead, spec.keys.stats]
+    return int(await scripts.script(scripts.PURGE)(client, keys, args))
 
 
 @app.command("purge")
@@ -243,7 +250,7 @@ def purge_letters(
         async with connected(pipeline) as client:
             async for page in selected_pages(client, pipeline.spec, ids or [], stage):
                 if page:
-                    purged += int(await client.xdel(pipeline.spec.keys.dead, *(d.id for d in page)))
+                    purged += await purge(client, pipeline.spec, page)
         return purged
 
     typer.echo(f"purged {run(body())} dead letters")

@@ -1,4 +1,9 @@
-"""`pipeline serve [--host H] [--port P]`: the HTTP API and dashboard (framework/api.py) on uvicorn.
+"""`pipeline serve [--host H] [--port P] [--token T]`: the HTTP API and dashboard
+(framework/api.py) on uvicorn.
+
+Beyond loopback it needs a bearer token (`--token` or `PIPELINE_API_TOKEN`), or it refuses to
+start: an API that queues work for the workers is not for anyone who can reach the port. On
+loopback the token is optional.
 
 Connects to Redis before listening, so an unreachable Redis is one line and exit 1, not a
 server that answers 503 to everything. SIGTERM and Ctrl-C stop it gracefully: uvicorn stops
@@ -9,6 +14,7 @@ embedded Redis stopped), and the command exits 0.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from framework.cli.common import FileOption, connected, load_pipeline, run
+from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.worker import STOP_SIGNALS
 from framework.errors import PipelineError
 
@@ -83,16 +89,58 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-async def serve_api(pipeline: Pipeline, host: str, port: int) -> None:
+MIN_TOKEN_CHARS = 16
+# Connections to Redis the API opens at most: a burst of requests queues for them instead of
+# opening one each (waits hold none: they share one blocking read).
+API_CONNECTIONS = 32
+TOKEN_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def loopback_only(host: str, port: int) -> bool:
+    """Whether every address `host` binds is a loopback one (a name that does not resolve
+    counts as not: `listening_sockets` says why it cannot be bound)."""
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return False
+    addresses = {str(address[4][0]) for address in found}
+    return bool(addresses) and all(
+        ipaddress.ip_address(address.partition("%")[0]).is_loopback for address in addresses
+    )
+
+
+def check_token(token: str | None, host: str, port: int) -> str | None:
+    """The token to require, refusing to serve beyond loopback without a good one."""
+    if token is not None and len(token) < MIN_TOKEN_CHARS:
+        raise UsageProblem(
+            f"the API token is {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+            f"(make one with: {TOKEN_HINT})"
+        )
+    if token is None and not loopback_only(host, port):
+        raise UsageProblem(
+            f"--host {host or '(every interface)'} reaches beyond this machine: set "
+            f"PIPELINE_API_TOKEN (or --token) to a secret clients send as a bearer token "
+            f"(make one with: {TOKEN_HINT})"
+        )
+    return token
+
+
+async def serve_api(
+    pipeline: Pipeline, host: str, port: int, token: str | None = None, max_waits: int = 1000
+) -> None:
     import uvicorn
 
     from framework.api import create_app
 
+    pipeline.max_connections = pipeline.max_connections or API_CONNECTIONS
     async with connected(pipeline):
         await pipeline.client()  # Redis first: unreachable is one line, before we listen
         sockets = listening_sockets(host, port)
         try:
-            config = uvicorn.Config(create_app(pipeline), host=host, port=port, lifespan="off")
+            app = create_app(pipeline, token=token, max_waits=max_waits)
+            config = uvicorn.Config(app, host=host, port=port, lifespan="off")
             await graceful_server(config).serve(sockets=sockets)
         finally:
             for listening in sockets:
@@ -103,7 +151,19 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PIPELINE_API_TOKEN",
+            help="Bearer token clients must send; required beyond loopback.",
+            show_default=False,
+        ),
+    ] = None,
+    max_waits: Annotated[
+        int, typer.Option(min=1, help="GET /jobs/ID/wait calls in progress at once.")
+    ] = 1000,
     file: FileOption = None,
 ) -> None:
     """HTTP API (submit, job status, wait, stage statistics) and the dashboard at /."""
-    run(serve_api(load_pipeline(ctx), host, port))
+    required = check_token(token or None, host, port)
+    run(serve_api(load_pipeline(ctx), host, port, required, max_waits))

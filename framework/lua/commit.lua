@@ -10,6 +10,8 @@
 -- KEYS[3]  dead stream             {name}:dead
 -- KEYS[4]  retry zset              {name}:retry
 -- KEYS[5]  done stream             {name}:done
+-- KEYS[6]  stats hash              {name}:stats: outputs, dead letters and waiting retries
+--                                  counted by stage, so that status reads no payload
 -- Job hashes are {name}:job:ID, built here from ARGV[8]: they share the pipeline's hash tag,
 -- so they live in the same cluster slot as KEYS[1..5] (one key per message would cost more to
 -- send than the rest of the commit).
@@ -37,7 +39,7 @@
 -- path makes one call per output and one or two per job hash, and passes numbers as strings
 -- (a Lua number turned into a command argument goes through sprintf).
 
-local input, output, dead, retry, done = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local input, output, dead, retry, done, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, consumer, now, stage = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fan, ttl, source, prefix = tonumber(ARGV[5]), ARGV[6], ARGV[7] == "1", ARGV[8]
 local plain, others, same_time = tonumber(ARGV[11]), ARGV[12], ARGV[13]
@@ -140,6 +142,7 @@ local function last_stage_done(jobkey, job, id, elapsed, payload)
 end
 
 local lost = {}
+local emitted, dead_lettered, retried = 0, 0, 0
 
 -- The plain messages: one payload out, no trace.
 for i = 1, plain do
@@ -156,6 +159,7 @@ for i = 1, plain do
     end
     if times then elapsed = ARGV[times + i] end
     call("XADD", output, "*", "job", job, "data", payload)
+    emitted = emitted + 1
     local jobkey = prefix .. job
     if not source then
       if fan == 1 then
@@ -204,6 +208,7 @@ if others ~= "" then
       acked[#acked + 1] = id
       elapsed = tostring(elapsed)
       if kind == "E" then
+        emitted = emitted + #args
         for _, payload in ipairs(args) do
           if trace ~= "" then
             call("XADD", output, "*", "job", job, "data", payload, "trace", trace)
@@ -222,9 +227,11 @@ if others ~= "" then
         touch(jobkey, job, id, elapsed, none)
         settle(jobkey, job, 0)
       elseif kind == "R" then
+        retried = retried + 1
         call("ZADD", retry, args[1], args[2])
         touch(jobkey, job, id, elapsed, none)
       elseif kind == "X" then
+        dead_lettered = dead_lettered + 1
         call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
           "data", args[1], "error", args[2], "traceback", args[3],
           "attempts", attempt, "trace", trace, "failed_at", now)
@@ -236,6 +243,10 @@ if others ~= "" then
     end
   end
 end
+
+if emitted > 0 then call("HINCRBY", stats, "out." .. stage, emitted) end
+if dead_lettered > 0 then call("HINCRBY", stats, "dead." .. stage, dead_lettered) end
+if retried > 0 then call("HINCRBY", stats, "retry." .. stage, retried) end
 
 if acked == nil then
   if plain > 0 then call("XACK", input, group, unpack(ARGV, ids + 1, ids + plain)) end

@@ -8,6 +8,7 @@
 -- KEYS[1]  dead stream ({name}:dead)
 -- KEYS[2]  the stage's input stream
 -- KEYS[3]  job hash ({name}:job:ID)
+-- KEYS[4]  stats hash ({name}:stats: dead.STAGE counts)
 -- ARGV[1]  dead entry id           ARGV[2]  stage name
 -- ARGV[3]  job id                  ARGV[4]  data (JSON)
 -- ARGV[5]  trace ("" for none)     ARGV[6]  now in ms
@@ -16,6 +17,7 @@
 
 local dead, input, jobkey = KEYS[1], KEYS[2], KEYS[3]
 if redis.call("XDEL", dead, ARGV[1]) == 0 then return 0 end
+redis.call("HINCRBY", KEYS[4], "dead." .. ARGV[2], -1)
 
 local fields = {"job", ARGV[3], "data", ARGV[4], "for", ARGV[2], "attempt", "0"}
 if ARGV[5] ~= "" then

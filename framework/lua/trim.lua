@@ -4,9 +4,10 @@
 -- its last delivered one. Only entries below every group's floor may go, oldest first, and only
 -- while they are beyond max_len or older than max_age. Works without MINID (Redis 6.0).
 --
--- KEYS[1]  stream
+-- KEYS[1]  stream                        KEYS[2]  stats hash ({name}:stats), for dead letters
 -- ARGV[1]  max_len, or "" for none      ARGV[2]  oldest time kept in ms, or "" for none
 -- ARGV[3]  at most this many entries removed per call
+-- ARGV[4]  "1" when the stream holds dead letters: each removed one leaves its stage's tally
 -- Returns the number of entries removed.
 
 local stream = KEYS[1]
@@ -52,7 +53,8 @@ if oldest_kept then wanted = limit end
 if wanted == 0 then return 0 end
 
 local removable = 0
-for i, entry in ipairs(redis.call("XRANGE", stream, "-", "+", "COUNT", wanted)) do
+local entries = redis.call("XRANGE", stream, "-", "+", "COUNT", wanted)
+for i, entry in ipairs(entries) do
   local id = entry[1]
   if not below(id, floor_ms, floor_seq) then break end
   local too_many = i <= excess
@@ -61,4 +63,19 @@ for i, entry in ipairs(redis.call("XRANGE", stream, "-", "+", "COUNT", wanted)) 
   removable = i
 end
 if removable > 0 then redis.call("XTRIM", stream, "MAXLEN", len - removable) end
+if removable > 0 and ARGV[4] == "1" then
+  local by_stage = {}
+  for i = 1, removable do
+    local fields = entries[i][2]
+    for f = 1, #fields, 2 do
+      if fields[f] == "stage" then
+        by_stage[fields[f + 1]] = (by_stage[fields[f + 1]] or 0) + 1
+        break
+      end
+    end
+  end
+  for stage, count in pairs(by_stage) do
+    redis.call("HINCRBY", KEYS[2], "dead." .. stage, -count)
+  end
+end
 return removable
