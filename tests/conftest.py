@@ -6,7 +6,8 @@ Servers are session-scoped because starting one costs ~10 ms but dozens add up; 
 by pipeline name rather than FLUSHALL, which also lets xdist workers share nothing. A missing
 binary fails with the command that installs it: a silent skip would let CI pass untested.
 
-Sections: binaries, session servers, per-test servers and names, the leak check, hooks.
+Sections: binaries, session servers, per-test servers and names, fault proxies, the leak check,
+hooks.
 Add new fixtures under the section they belong to (or a new one), not at the end.
 """
 
@@ -19,10 +20,14 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
+from typing import Unpack
 
 import pytest
+from faults import FaultOptions
+from proxy import FaultProxy, ProxyFactory, Upstream
 from servers import (
     RedisClusterNodes,
     RedisServer,
@@ -175,6 +180,25 @@ def pipeline_name(request: pytest.FixtureRequest) -> str:
 
 def _slug(text: str, limit: int) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:limit] or "x"
+
+
+# ---------------------------------------------------------------------------------------------
+# Per test: fault proxies (tests/proxy.py) that lose replies on the way to a server
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[ProxyFactory]:
+    """`fault_proxy(server, rate=0.05, seed=1)`: a started proxy; all are stopped after the test.
+
+    A proxy that hit a bug of its own fails the test at teardown (`FaultProxy.stop` raises).
+    """
+    with ExitStack() as proxies:
+
+        def start(server: Upstream, /, **options: Unpack[FaultOptions]) -> FaultProxy:
+            return proxies.enter_context(FaultProxy(server.url, **options))
+
+        yield start
 
 
 # ---------------------------------------------------------------------------------------------
