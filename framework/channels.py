@@ -99,11 +99,12 @@ class Channel:
         await self._client.aclose()
 
 
-async def open_channel(url: str) -> Channel:
-    """A channel to `url`: no read timeout, keepalive probes; raw replies on a cluster too."""
-    client, server = await connect(url, socket_timeout=None, keepalive=KEEPALIVE)
+async def open_channel(url: str, wait: float = 0.0) -> Channel:
+    """A channel to `url`: no read timeout, keepalive probes; raw replies on a cluster too.
+    An unreachable server is tried again for `wait` seconds (connection.connect)."""
+    client, server = await connect(url, socket_timeout=None, keepalive=KEEPALIVE, wait=wait)
     if server.cluster:
         await client.aclose()
-        client, _ = await connect(url)  # the cluster client keeps its timeouts
+        client, _ = await connect(url, wait=wait)  # the cluster client keeps its timeouts
         leave_unparsed(client, "XREADGROUP")
     return Channel(client)

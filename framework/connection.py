@@ -7,6 +7,7 @@ retry commands behind its back: a blind resend of XADD would break exactly-once 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+import structlog
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,6 +26,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from framework.errors import ConfigError, RedisUnavailable
 from framework.redact import redact
+
+log = structlog.get_logger()
 
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 SyncClient = redis.Redis | redis.cluster.RedisCluster
@@ -56,6 +60,12 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
 )
 # What makes the first contact fail: the server is away, or refuses us (auth, TLS, protocol).
 UNREACHABLE = REDIS_ERRORS
+# Refusals that look like a lost connection to redis-py (AuthenticationError is a
+# ConnectionError) but that no wait will cure: never retried, at start-up least of all.
+WRONG_CREDENTIALS: tuple[type[BaseException], ...] = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,
+)
 
 # Blocking reads wait at most a second, so a socket silent for much longer is a dead peer.
 SOCKET_TIMEOUT = 15.0
@@ -177,21 +187,55 @@ async def connect(
     socket_timeout: float | None = SOCKET_TIMEOUT,
     keepalive: dict[int, int] | None = None,
     max_connections: int | None = None,
+    wait: float = 0.0,
 ) -> tuple[AsyncClient, Server]:
     """An async client for `url`, switching to the cluster client when the server is one;
-    with `max_connections`, commands beyond it wait for a connection to be free."""
+    with `max_connections`, commands beyond it wait for a connection to be free.
+
+    A server that cannot be reached (or whose reply is lost) is tried again for up to `wait`
+    seconds, as a running worker would wait; wrong credentials are one line at once.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.05
+    while True:
+        try:
+            return await _connect_once(url, socket_timeout, keepalive, max_connections)
+        except TRANSIENT_ERRORS as error:
+            if isinstance(error, WRONG_CREDENTIALS):
+                raise RedisUnavailable(
+                    f"Redis at {_describe(url)} refused the credentials: {error}; check the "
+                    "user name and password in the URL"
+                ) from None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = f" (waited {wait:g}s)" if wait else ""
+                raise RedisUnavailable(
+                    f"cannot reach Redis at {_describe(url)}{waited}: {error}"
+                ) from None
+            log.info("waiting_for_redis", error=str(error), retry_in_s=round(delay, 2))
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+        except REDIS_ERRORS as error:  # a refusal: TLS, protocol, a user without INFO
+            raise RedisUnavailable(f"Redis at {_describe(url)} refused us: {error}") from None
+
+
+async def _connect_once(
+    url: str,
+    socket_timeout: float | None,
+    keepalive: dict[int, int] | None,
+    max_connections: int | None,
+) -> tuple[AsyncClient, Server]:
     plain = _plain_client(url, socket_timeout, keepalive, max_connections)
     _pack_with_hiredis(plain)
     _refuse_reply_options(plain.connection_pool.connection_kwargs, url)
     try:
         info = await plain.info()  # server, replication and cluster, in one round trip
-        cluster = info.get("cluster_enabled") == 1
-        role = info.get("role")
-    except UNREACHABLE as error:
+    except BaseException:
         await plain.aclose()
-        raise RedisUnavailable(f"cannot reach Redis at {_describe(url)}: {error}") from None
-    if role == "slave" and not cluster:  # writes refused READONLY, and retried for ever; a
-        # cluster client finds the primaries from any node, a replica's too
+        raise
+    cluster = info.get("cluster_enabled") == 1
+    if info.get("role") == "slave" and not cluster:  # writes refused READONLY, and retried for
+        # ever; a cluster client finds the primaries from any node, a replica's too
         await plain.aclose()
         raise RedisUnavailable(
             f"Redis at {_describe(url)} is a replica (read-only): point redis.url at the primary"
@@ -203,7 +247,11 @@ async def connect(
     client = redis.asyncio.cluster.RedisCluster.from_url(
         url, **_options(url), max_connections=max_connections or MAX_CONNECTIONS
     )
-    await client.initialize()
+    try:
+        await client.initialize()
+    except BaseException:
+        await client.aclose()
+        raise
     return client, server
 
 
@@ -243,23 +291,33 @@ def _parse_version(text: str) -> tuple[int, ...]:
 
 
 async def retry_forever(
-    attempt: Callable[[], Awaitable[T]],
-    on_error: Callable[[BaseException, float], None],
-    stop: asyncio.Event | None = None,
-    max_delay: float = 5.0,
+    attempt: Callable[[], Awaitable[T]], on_error: Callable[[BaseException, float], None]
 ) -> T:
     """Run `attempt` until it succeeds, backing off on lost connections.
 
     Used where giving up would cost more than waiting: an unacknowledged commit re-runs a stage.
     Raises `asyncio.CancelledError` only if cancelled; other Redis errors propagate.
     """
+    return await retry_until(attempt, on_error, None)
+
+
+async def retry_until(
+    attempt: Callable[[], Awaitable[T]],
+    on_error: Callable[[BaseException, float], None],
+    deadline: float | None,
+) -> T:
+    """Run `attempt` until it succeeds, backing off on lost connections and busy servers,
+    until `deadline` (time.monotonic(); None: for ever), after which the last such error is
+    raised. Other errors, wrong credentials among them, propagate at once."""
     delay = 0.05
     while True:
         try:
             return await attempt()
         except TRANSIENT_ERRORS as error:
-            on_error(error, delay)
-            if stop is not None and stop.is_set() and delay >= max_delay:
+            if isinstance(error, WRONG_CREDENTIALS):
                 raise
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise
+            on_error(error, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
+            delay = min(delay * 2, 5.0)

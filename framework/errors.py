@@ -11,8 +11,8 @@ PipelineError                 root of everything the framework raises; .exit_cod
 ├── NotAuthorized             an HTTP request without the API's bearer token (401)
 ├── TooManyWaits              the HTTP API's cap on waits in progress is reached (503)
 ├── BacklogFull               refused at submit: the first stage is over its max_backlog
-├── SubmitCutShort            a submit of many jobs stopped part way by Redis
 ├── RedisUnavailable          cannot reach or start Redis
+│   └── SubmitCutShort        a submit stopped part way by Redis: which jobs are queued
 ├── JobNotFound               unknown or expired job id
 └── WaitTimeout               also a TimeoutError, so `except TimeoutError` works
 StageSignal(Exception)        raised by stage code to steer its own message; we never raise it
@@ -114,10 +114,17 @@ class BacklogFull(PipelineError):
         )
 
 
-class SubmitCutShort(PipelineError):
-    """A submit of many jobs that Redis stopped part way (a lost connection, a refusal): the
-    jobs before it are queued, those after it are not, and of the round trip it met nobody
-    can say. `queued` holds (position, job id); `unknown` and `not_queued` positions."""
+class RedisUnavailable(PipelineError):
+    """Redis cannot be reached (or, for `url: embedded`, started)."""
+
+
+class SubmitCutShort(RedisUnavailable):
+    """A submit that Redis stopped part way: lost for longer than the submit waits, or a
+    refusal after some jobs were queued. The jobs before it are queued; of the round trip that
+    kept losing its reply nobody can say (`unknown`), and those after it are not queued.
+    `queued` holds (position, job id); `unknown` and `not_queued` positions; `job_ids` the id of
+    every job, in order, chosen before the first attempt: submitting a job again under its id
+    queues it at most once, so resubmitting the unknown ones under theirs is safe."""
 
     def __init__(
         self,
@@ -125,13 +132,14 @@ class SubmitCutShort(PipelineError):
         queued: list[tuple[int, str]],
         unknown: list[int],
         not_queued: list[int],
+        job_ids: list[str],
     ) -> None:
         self.cause, self.queued, self.unknown, self.not_queued = cause, queued, unknown, not_queued
-        super().__init__(str(cause))
-
-
-class RedisUnavailable(PipelineError):
-    """Redis cannot be reached (or, for `url: embedded`, started)."""
+        self.job_ids = job_ids
+        shown = ""
+        if len(job_ids) == 1 and unknown:
+            shown = f"; job {job_ids[0]} may or may not be queued: submit it again with that id"
+        super().__init__(f"{cause}{shown}")
 
 
 class JobNotFound(PipelineError):

@@ -9,22 +9,32 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from pydantic import BaseModel
 
 from framework import scripts
 from framework.channels import Channel, open_channel
 from framework.config import PipelineSpec, StageSpec
-from framework.connection import REDIS_ERRORS, AsyncClient, Server, connect, connect_sync
+from framework.connection import (
+    REDIS_ERRORS,
+    TRANSIENT_ERRORS,
+    AsyncClient,
+    Server,
+    connect,
+    connect_sync,
+    retry_until,
+)
 from framework.embedded import EmbeddedRedis
-from framework.errors import BacklogFull, PayloadError, SubmitCutShort
+from framework.errors import BacklogFull, PayloadError, RedisUnavailable, SubmitCutShort
 from framework.groups import ensure_groups
 from framework.invocation import StageFunction
+from framework.job_ids import new_job_id
 from framework.jobs import Job, read_job, wait_for_jobs
 from framework.loader import load_spec
 from framework.wire import check_size, encode_payload
@@ -32,8 +42,11 @@ from framework.worker import StageWorker
 
 T = TypeVar("T")
 
+log = structlog.get_logger()
+
 EMBEDDED = "embedded"
 SUBMIT_CHUNK = 500
+REDIS_WAIT = 10.0  # seconds: connecting, and a submit whose reply is lost, wait this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +60,19 @@ class Submitted:
 class Pipeline:
     """One pipeline.yaml, connected lazily to its Redis."""
 
-    def __init__(self, spec: PipelineSpec, max_connections: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        max_connections: int | None = None,
+        redis_wait: float = REDIS_WAIT,
+    ) -> None:
         """`max_connections` bounds each event loop's client (the HTTP API sets it); commands
-        beyond it wait for a free connection."""
+        beyond it wait for a free connection. `redis_wait` is how long connecting, and a submit
+        whose reply was lost, wait for Redis before they give up with one line (workers and
+        `serve` wait longer at start: --startup-wait)."""
         self.spec = spec
         self.max_connections = max_connections
+        self.redis_wait = redis_wait
         self._clients: dict[asyncio.AbstractEventLoop, AsyncClient] = {}
         self._connecting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._lock = threading.Lock()
@@ -66,9 +87,10 @@ class Pipeline:
         path: str | Path = "pipeline.yaml",
         env: Mapping[str, str] | None = None,
         max_connections: int | None = None,
+        redis_wait: float = REDIS_WAIT,
     ) -> Pipeline:
         """Read and validate pipeline.yaml; raises ConfigError with a one-line message."""
-        return cls(load_spec(path, env), max_connections)
+        return cls(load_spec(path, env), max_connections, redis_wait)
 
     @property
     def name(self) -> str:
@@ -106,9 +128,18 @@ class Pipeline:
             client = self._clients.get(loop)
             if client is None:
                 url = await asyncio.to_thread(self._server_url)
-                client, self._server = await connect(url, max_connections=self.max_connections)
+                deadline = time.monotonic() + self.redis_wait
+                client, self._server = await connect(
+                    url, max_connections=self.max_connections, wait=self.redis_wait
+                )
                 try:
-                    await ensure_groups(client, self.spec)
+                    await retry_until(lambda: ensure_groups(client, self.spec), _waiting, deadline)
+                except TRANSIENT_ERRORS as error:
+                    await client.aclose()
+                    raise RedisUnavailable(
+                        f"lost Redis while creating consumer groups (waited "
+                        f"{self.redis_wait:g}s): {error}"
+                    ) from None
                 except BaseException:
                     await client.aclose()
                     raise
@@ -155,53 +186,74 @@ class Pipeline:
         return encode_payload(data, self.spec.max_payload)
 
     async def submit_async(self, data: Any, job_id: str | None = None, trace: str = "") -> str:
-        """Queue one job; returns its id. The same `job_id` twice makes one job."""
-        return (await self.submit_many_async([(data, job_id)], trace=trace))[0]
+        """Queue one job; returns its id. The same `job_id` twice makes one job.
+
+        The id (a UUIDv7 unless given) is chosen before the first attempt, and a submit whose
+        reply is lost is sent again under it, for up to `redis_wait` seconds: a lost reply never
+        makes a second job. Still unanswered then, it raises SubmitCutShort, whose `job_ids`
+        say which id to ask about or to submit again under.
+        """
+        return (await self.submit_job_async(data, job_id, trace)).job_id
 
     async def submit_job_async(
         self, data: Any, job_id: str | None = None, trace: str = ""
     ) -> Submitted:
         """Queue one job and say whether this call queued it: `new` is False when a job with
         that id already existed (nothing was queued; the HTTP API answers 200, not 202)."""
-        return (await self._submit(self._checked([(data, job_id)]), trace))[0]
+        return (await self._submit(self._checked([data], [job_id]), trace))[0]
 
     async def submit_many_async(
-        self, jobs: Iterable[tuple[Any, str | None]], trace: str = ""
+        self,
+        payloads: Sequence[Any],
+        job_ids: Sequence[str | None] | None = None,
+        trace: str = "",
     ) -> list[str]:
-        """Queue many jobs in pipelined round trips; returns their ids in order."""
-        return [submitted.job_id for submitted in await self._submit(self._checked(jobs), trace)]
+        """Queue many jobs in pipelined round trips; returns their ids in order. `job_ids`,
+        when given, holds one id (or None, for a fresh one) per payload."""
+        encoded = self._checked(list(payloads), job_ids)
+        return [submitted.job_id for submitted in await self._submit(encoded, trace)]
 
-    def _checked(self, jobs: Iterable[tuple[Any, str | None]]) -> list[tuple[bytes, str | None]]:
-        encoded = [(self._encode(data), job_id) for data, job_id in jobs]
-        for _, job_id in encoded:
+    def _checked(
+        self, payloads: list[Any], job_ids: Sequence[str | None] | None
+    ) -> list[tuple[bytes, str]]:
+        """Each payload encoded, and each job its id, made now where none was given."""
+        if job_ids is None:
+            job_ids = [None] * len(payloads)
+        elif len(job_ids) != len(payloads):
+            raise PayloadError(f"{len(job_ids)} job ids for {len(payloads)} payloads")
+        encoded = []
+        for data, job_id in zip(payloads, job_ids, strict=True):
             if job_id is not None and not valid_job_id(job_id):
                 raise PayloadError(f"job id {job_id!r} must be 1-200 characters, no whitespace")
+            encoded.append((self._encode(data), job_id or new_job_id()))
         return encoded
 
-    async def _submit(self, encoded: list[tuple[bytes, str | None]], trace: str) -> list[Submitted]:
+    async def _submit(self, encoded: list[tuple[bytes, str]], trace: str) -> list[Submitted]:
         client = await self.client()
         first = self.spec.first
         queued: list[tuple[int, Submitted]] = []  # (position, job)
         refused: list[int] = []
         backlog = 0
-        submit = scripts.script(scripts.SUBMIT)
+        ids = [job_id for _, job_id in encoded]
         for start in range(0, len(encoded), SUBMIT_CHUNK):
             chunk = encoded[start : start + SUBMIT_CHUNK]
-            now_ms = int(time.time() * 1000)
-            calls = self._submit_calls(chunk, trace, now_ms)
+            now_ms = int(time.time() * 1000)  # the same in every attempt: see _was_ours
             try:
-                replies = await submit.many(client, calls)
+                replies = await self._submit_chunk(client, chunk, trace, now_ms)
             except REDIS_ERRORS as error:
-                if not queued:
-                    raise  # nothing is queued: the error as it is
-                unknown = list(range(start, start + len(chunk)))
-                later = list(range(start + len(chunk), len(encoded)))
+                transient = isinstance(error, TRANSIENT_ERRORS)
+                if not queued and not transient:
+                    raise  # refused before anything was queued: the error as it is
+                unknown = list(range(start, start + len(chunk))) if transient else []
+                not_queued = list(range(start + len(unknown), len(encoded)))
                 done = [(position, job.job_id) for position, job in queued]
-                raise SubmitCutShort(error, done, unknown, later) from error
-            for position, (job, flag) in enumerate(replies, start=start):
+                raise SubmitCutShort(error, done, unknown, not_queued, ids) from error
+            for position, reply in enumerate(replies, start=start):
+                job, flag = reply[0], reply[1]
                 if job:
                     text = job.decode() if isinstance(job, bytes) else str(job)
-                    queued.append((position, Submitted(text, bool(int(flag)))))
+                    new = bool(int(flag)) or _was_ours(reply, now_ms)
+                    queued.append((position, Submitted(text, new)))
                 else:
                     refused.append(position)
                     backlog = max(backlog, int(flag))
@@ -212,23 +264,27 @@ class Pipeline:
                 raise BacklogFull(first.name, backlog, limit, done, refused)
         return [job for _, job in queued]
 
+    async def _submit_chunk(
+        self, client: AsyncClient, chunk: list[tuple[bytes, str]], trace: str, now_ms: int
+    ) -> list[Any]:
+        """One pipelined round trip of submit.lua calls, sent again, whole and unchanged, while
+        its reply is lost (for up to redis_wait): the calls that ran find their job and queue
+        nothing, the others queue theirs."""
+        submit = scripts.script(scripts.SUBMIT)
+        calls = self._submit_calls(chunk, trace, now_ms)
+        deadline = time.monotonic() + self.redis_wait
+        return await retry_until(lambda: submit.many(client, calls), _waiting, deadline)
+
     def _submit_calls(
-        self, chunk: list[tuple[bytes, str | None]], trace: str, now_ms: int
+        self, chunk: list[tuple[bytes, str]], trace: str, now_ms: int
     ) -> list[tuple[list[str], list[Any]]]:
         first = self.spec.first
+        ttl = _seconds(self.spec.result_ttl)
+        limit = "" if first.max_backlog is None else first.max_backlog
         return [
             (
-                [first.input_stream, self.spec.keys.job(job_id or "")],
-                [
-                    job_id or "",
-                    data,
-                    trace,
-                    now_ms,
-                    _seconds(self.spec.result_ttl),
-                    "" if first.max_backlog is None else first.max_backlog,
-                    first.name,
-                    self.spec.keys.job(""),
-                ],
+                [first.input_stream, self.spec.keys.job(job_id)],
+                [job_id, data, trace, now_ms, ttl, limit, first.name],
             )
             for data, job_id in chunk
         ]
@@ -281,7 +337,8 @@ class Pipeline:
         workers = []
         try:
             for spec, function in zip(specs, functions, strict=True):
-                reads, commits = await open_channel(self._url), await open_channel(self._url)
+                reads = await open_channel(self._url, self.redis_wait)
+                commits = await open_channel(self._url, self.redis_wait)
                 channels += (reads, commits)
                 workers.append(
                     StageWorker(
@@ -315,8 +372,10 @@ class Pipeline:
     def submit(self, data: Any, job_id: str | None = None, trace: str = "") -> str:
         return self._run(self.submit_async(data, job_id, trace))
 
-    def submit_many(self, jobs: Iterable[tuple[Any, str | None]]) -> list[str]:
-        return self._run(self.submit_many_async(list(jobs)))
+    def submit_many(
+        self, payloads: Sequence[Any], job_ids: Sequence[str | None] | None = None
+    ) -> list[str]:
+        return self._run(self.submit_many_async(payloads, job_ids))
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         return self._run(self.wait_async(job_id, timeout))
@@ -346,6 +405,16 @@ class Pipeline:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close_async()
+
+
+def _was_ours(reply: list[Any], now_ms: int) -> bool:
+    """An id that existed already was queued by an earlier attempt of this very submit (its
+    reply lost) when the job's `submitted` is this submit's time, which every attempt sends."""
+    return len(reply) > 2 and int(reply[2] or 0) == now_ms
+
+
+def _waiting(error: BaseException, delay: float) -> None:
+    log.warning("redis_unavailable", error=str(error), retry_in_s=round(delay, 2))
 
 
 def _seconds(duration: timedelta) -> int:

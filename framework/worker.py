@@ -119,12 +119,17 @@ class StageWorker:
     async def run(self, stopping: asyncio.Event) -> None:
         """Work until `stopping` is set, then drain within the grace period and return."""
         self._loop = asyncio.get_running_loop()
+        # Each step is safe to repeat, and repeated after a lost reply, as a running worker
+        # waits for Redis: a lost connection at start is no reason to exit.
+        stream, name, local = self.stage.input_stream, self.stage.name, self._local
         await retry_forever(lambda: ensure_groups(self.client, self.pipeline), self._redis_down)
-        await announce_consumer(
-            self.client, self.server, self.stage.input_stream, self.stage.name, self.consumer
+        await retry_forever(
+            lambda: announce_consumer(self.client, self.server, stream, name, self.consumer),
+            self._redis_down,
         )
-        local = self.pipeline.redis_url == "embedded"  # only this host's processes use it
-        await retire_consumers(self.client, self.stage.input_stream, self.stage.name, local=local)
+        await retry_forever(
+            lambda: retire_consumers(self.client, stream, name, local=local), self._redis_down
+        )
         self._leases.start()
         self.log.info("worker_started", concurrency=self.stage.concurrency, batch=self.stage.batch)
         try:
@@ -195,6 +200,11 @@ class StageWorker:
             )
         except UNREACHABLE as error:  # harmless: a later stop tidies it
             self.log.warning("retire_failed", error=str(error))
+
+    @property
+    def _local(self) -> bool:
+        """On the embedded Redis, which only this host's processes use (groups.retire_consumers)."""
+        return self.pipeline.redis_url == "embedded"
 
     def _redis_down(self, error: BaseException, delay: float) -> None:
         self.log.warning("redis_unavailable", error=str(error), retry_in_s=round(delay, 2))

@@ -23,7 +23,7 @@ async def test_feeding_stage_pauses_while_the_next_is_over_its_backlog(
     path = write_pipeline(tmp_path, pipeline_name, stages, CODE)
     output = f"{{{pipeline_name}}}:feed"
     async with running_pipeline(path, redis7.url, stages=["feed"]) as pipeline:
-        ids = await pipeline.submit_many_async([({"n": n}, None) for n in range(200)])
+        ids = await pipeline.submit_many_async([{"n": n} for n in range(200)])
         client = await pipeline.client()
         await async_wait_until(lambda: client.xlen(output), what="feed to start")
         # The reader re-checks the backlog every 100 ms, with at most 2 messages in hand.

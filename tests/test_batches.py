@@ -33,7 +33,7 @@ async def test_batch_results_go_to_their_own_jobs(
         tmp_path, pipeline_name, 'embed:\n  function: "{mod}:embed"\n  batch: 16', CODE, TOP
     )
     async with running_pipeline(path, redis_server.url) as pipeline:
-        ids = await pipeline.submit_many_async([({"n": n}, None) for n in range(100)])
+        ids = await pipeline.submit_many_async([{"n": n} for n in range(100)])
         jobs = await pipeline.wait_all_async(ids, timeout=20)
     assert [jobs[job_id].result["vector"][0] for job_id in ids] == list(range(100))
     import importlib
@@ -51,7 +51,7 @@ async def test_a_poison_item_is_dead_lettered_alone_and_its_neighbours_finish(
     )
     async with running_pipeline(path, redis_server.url) as pipeline:
         poison = await pipeline.submit_async({"n": -1, "poison": True})
-        others = await pipeline.submit_many_async([({"n": n}, None) for n in range(20)])
+        others = await pipeline.submit_many_async([{"n": n} for n in range(20)])
         jobs = await pipeline.wait_all_async([poison, *others], timeout=20)
     assert jobs[poison].state == "failed"
     assert jobs[poison].error is not None
@@ -70,7 +70,7 @@ async def test_a_batch_function_returning_the_wrong_count_fails_its_items(
         tmp_path, pipeline_name, 'embed:\n  function: "{mod}:miscount"\n  batch: 4', CODE, TOP
     )
     async with running_pipeline(path, redis_server.url) as pipeline:
-        ids = await pipeline.submit_many_async([({"n": n}, None) for n in range(8)])
+        ids = await pipeline.submit_many_async([{"n": n} for n in range(8)])
         jobs = await pipeline.wait_all_async(ids, timeout=20)
     # Retried items run alone, where the function returns one result for one payload.
     assert all(job.state == "done" for job in jobs.values())

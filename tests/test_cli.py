@@ -432,7 +432,8 @@ def test_submit_cut_short_by_backpressure_prints_what_was_queued_and_what_was_no
     assert_one_line_error(result, 1, "stage 'one' is full: backlog 5 is at max_backlog 5")
     assert "queued 5 of 12 jobs (their ids above), not queued: jobs 6-12" in result.stderr
     with redis7.client() as client:
-        queued = [i.decode() for i, _ in client.xrange(f"{{{pipeline_name}}}:input")]
+        entries = client.xrange(f"{{{pipeline_name}}}:input")
+        queued = [fields[b"job"].decode() for _, fields in entries]
     assert result.stdout.split() == queued
     assert len(queued) == 5
 

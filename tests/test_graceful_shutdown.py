@@ -28,7 +28,7 @@ def test_sigterm_mid_run_exits_zero_and_loses_nothing(
     path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "defaults:\n  lease: 2s")
     client = redis7.client()
     with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
-        ids = pipeline.submit_many([({"n": n}, None) for n in range(30)])
+        ids = pipeline.submit_many([{"n": n} for n in range(30)])
     worker = start_worker(path, "slow", redis7.url, log=tmp_path / "w.log")
     wait_until(
         lambda: job_states(client, pipeline_name, ids)["done"] >= 3,

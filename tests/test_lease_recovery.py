@@ -79,7 +79,7 @@ def test_a_call_lasting_three_leases_is_not_run_twice(
     client = redis7.client()
     try:
         with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
-            ids = pipeline.submit_many([({"n": n}, None) for n in range(3)])
+            ids = pipeline.submit_many([{"n": n} for n in range(3)])
         wait_until(
             lambda: job_states(client, pipeline_name, ids)["done"] == 3,
             timeout=30,
@@ -146,7 +146,7 @@ def test_a_message_that_kills_its_worker_is_dead_lettered_and_its_neighbours_fin
     client = redis7.client()
     with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
         poison = pipeline.submit({"poison": True})
-        fine = pipeline.submit_many([({"n": n}, None) for n in range(3)])
+        fine = pipeline.submit_many([{"n": n} for n in range(3)])
     worker, restarts = None, 0
     try:
         deadline = time.monotonic() + 60

@@ -49,7 +49,7 @@ def test_sigkill_every_half_second_loses_and_duplicates_nothing(
     respawned_at = time.monotonic()
     try:
         with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
-            job_ids = pipeline.submit_many([({"n": n}, None) for n in range(JOBS)])
+            job_ids = pipeline.submit_many([{"n": n} for n in range(JOBS)])
         chaos = random.Random(2026)
         kills = 0
         deadline = time.monotonic() + 150

@@ -36,7 +36,7 @@ def test_all_jobs_done_none_duplicated_across_a_redis_restart(
     path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "defaults:\n  lease: 2s")
     url = restartable_redis.url
     with Pipeline.load(path, {"REDIS_URL": url}) as pipeline:
-        ids = pipeline.submit_many([({"n": n}, None) for n in range(400)])
+        ids = pipeline.submit_many([{"n": n} for n in range(400)])
     log = tmp_path / "workers.log"
     workers = [start_worker(path, stage, url, log=log) for stage in STAGES]
     client = restartable_redis.client()
@@ -71,7 +71,7 @@ def test_a_redis_at_maxmemory_makes_workers_wait_not_exit(
     path = write_pipeline(tmp_path, pipeline_name, stages, CODE)
     url = restartable_redis.url
     with Pipeline.load(path, {"REDIS_URL": url}) as pipeline:
-        ids = pipeline.submit_many([({"n": n}, None) for n in range(300)])
+        ids = pipeline.submit_many([{"n": n} for n in range(300)])
     log = tmp_path / "workers.log"
     workers = [start_worker(path, stage, url, log=log) for stage in STAGES]
     client = restartable_redis.client()

@@ -47,7 +47,7 @@ async def test_replaying_the_second_stage_runs_it_and_only_it_once_more_per_job(
     path = write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
     one, two = f"{{{pipeline_name}}}:one", f"{{{pipeline_name}}}:two"
     async with running_pipeline(path, redis7.url) as pipeline:
-        jobs = await pipeline.submit_many_async([({"n": n}, None) for n in range(5)])
+        jobs = await pipeline.submit_many_async([{"n": n} for n in range(5)])
         await pipeline.wait_all_async(jobs, timeout=10)
 
         code, out, err = await pipeline_cli(tmp_path, redis7.url, "replay", "two", "--from", "0-0")

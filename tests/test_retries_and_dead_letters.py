@@ -52,7 +52,7 @@ async def test_failing_tenth_is_dead_lettered_with_traceback_after_max_attempts(
     )
     path = write_pipeline(tmp_path, pipeline_name, stages, CODE, TOP)
     async with running_pipeline(path, redis_server.url) as pipeline:
-        ids = await pipeline.submit_many_async([({"n": n}, None) for n in range(1, 101)])
+        ids = await pipeline.submit_many_async([{"n": n} for n in range(1, 101)])
         jobs = await pipeline.wait_all_async(ids, timeout=30)
     failed = {job_id for job_id, job in jobs.items() if job.state == "failed"}
     assert len(failed) == 10

@@ -32,7 +32,7 @@ async def test_undelivered_and_pending_entries_survive_trimming(
     path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "retention:\n  max_len: 20")
     between = f"{{{pipeline_name}}}:fast"
     async with running_pipeline(path, redis_server.url, stages=["fast"]) as pipeline:
-        ids = await pipeline.submit_many_async([({"n": n}, None) for n in range(300)])
+        ids = await pipeline.submit_many_async([{"n": n} for n in range(300)])
         client = await pipeline.client()
         await async_wait_until(
             lambda: _length_is(client, between, 300),
@@ -79,7 +79,7 @@ async def test_max_age_trims_only_old_acknowledged_history(
     async with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
         client = await pipeline.client()
         stream = f"{{{pipeline_name}}}:input"
-        await pipeline.submit_many_async([({"n": n}, None) for n in range(5)])
+        await pipeline.submit_many_async([{"n": n} for n in range(5)])
         from datetime import timedelta
 
         old = Retention(max_len=None, max_age=timedelta(milliseconds=1))

@@ -29,7 +29,7 @@ async def test_fan_out_pipeline_on_a_redis_cluster(
 ) -> None:
     path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
     async with running_pipeline(path, redis_cluster.url) as pipeline:
-        ids = await pipeline.submit_many_async([({"parts": n}, None) for n in range(1, 6)])
+        ids = await pipeline.submit_many_async([{"parts": n} for n in range(1, 6)])
         jobs = await pipeline.wait_all_async(ids, timeout=20)
     assert [sorted(r["part"] for r in jobs[i].results) for i in ids] == [
         [2 * p for p in range(n)] for n in range(1, 6)

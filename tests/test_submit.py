@@ -96,7 +96,8 @@ async def test_a_submit_redis_stops_part_way_says_what_was_queued_and_what_is_un
     redis7: RedisServer, pipeline_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two jobs per round trip; as the second is made ready, Redis reaches maxmemory and
-    # refuses it (a real refusal of a real server: the hook only picks the moment).
+    # refuses it (a real refusal of a real server: the hook only picks the moment), for longer
+    # than the submit waits.
     monkeypatch.setattr("framework.pipeline.SUBMIT_CHUNK", 2)
     made = Pipeline._submit_calls
     client = redis7.client()
@@ -104,22 +105,24 @@ async def test_a_submit_redis_stops_part_way_says_what_was_queued_and_what_is_un
     def at_maxmemory_from_the_second(self: Pipeline, chunk: Any, trace: str, now: int) -> Any:
         made_calls.append(1)
         if len(made_calls) == 2:
-            client.config_set("maxmemory", max(int(client.info("memory")["used_memory"]) - 1, 1))
+            client.config_set("maxmemory", 1)
         return made(self, chunk, trace, now)
 
     made_calls: list[int] = []
     monkeypatch.setattr(Pipeline, "_submit_calls", at_maxmemory_from_the_second)
     path = write_pipeline(tmp_path, pipeline_name, STAGES, CODE)
-    pipeline = Pipeline.load(path, {"REDIS_URL": redis7.url})
+    pipeline = Pipeline.load(path, {"REDIS_URL": redis7.url}, redis_wait=0.5)
     try:
         with pytest.raises(SubmitCutShort) as cut:
-            await pipeline.submit_many_async([({"n": n}, None) for n in range(6)])
+            await pipeline.submit_many_async([{"n": n} for n in range(6)])
     finally:
         client.config_set("maxmemory", 0)
         await pipeline.close_async()
     assert [position for position, _ in cut.value.queued] == [0, 1]
     assert (cut.value.unknown, cut.value.not_queued) == ([2, 3], [4, 5])
     assert "command not allowed when used memory" in str(cut.value)
-    queued = [i.decode() for i, _ in client.xrange(f"{{{pipeline_name}}}:input")]
+    queued = [f[b"job"].decode() for _, f in client.xrange(f"{{{pipeline_name}}}:input")]
     assert queued == [job for _, job in cut.value.queued]
+    assert queued == cut.value.job_ids[:2]
+    assert len(set(cut.value.job_ids)) == 6, "every job had its id before the first attempt"
     client.close()

@@ -33,9 +33,7 @@ async def test_a_hung_sync_call_does_not_time_out_the_messages_behind_it(
     )
     async with running_pipeline(path, redis7.url) as pipeline:
         hung = await pipeline.submit_async({"n": 0, "hang": True})
-        others = await pipeline.submit_many_async(
-            [({"n": n, "hang": False}, None) for n in range(1, 6)]
-        )
+        others = await pipeline.submit_many_async([{"n": n, "hang": False} for n in range(1, 6)])
         jobs = await pipeline.wait_all_async([hung, *others], timeout=20)
     assert jobs[hung].result == {"n": 0, "attempt": 2}
     assert [jobs[j].result["attempt"] for j in others] == [1] * 5

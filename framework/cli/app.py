@@ -104,6 +104,13 @@ SERVER_REFUSALS: tuple[type[Exception], ...] = (
 ONE_LINE: tuple[type[Exception], ...] = (PipelineError, *SERVER_REFUSALS)
 
 
+def _server_problem(error: BaseException) -> str:
+    """ "Refused" only for a reply that refused; a connection lost on the way is not one."""
+    if isinstance(error, ResponseError):
+        return f"Redis refused: {error}"
+    return f"lost the connection to Redis: {error}"
+
+
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     error: BaseException = group
     while isinstance(error, BaseExceptionGroup):
@@ -123,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
         if not str(error):
             sys.exit(code)
         _exit(_usage_message(error), code)
-    except SERVER_REFUSALS as error:  # the server said no: out of memory, no permission, ...
-        _exit(f"Redis refused: {error}", 1)
+    except SERVER_REFUSALS as error:  # the server said no (no permission), or went away
+        _exit(_server_problem(error), 1)
     except ExceptionGroup as group:  # a worker's tasks: the same, when that is all they met
         matched, rest = group.split(ONE_LINE)
         if matched is None or rest is not None:
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         first = _first(matched)
         if isinstance(first, PipelineError):
             _exit(str(first), first.exit_code)
-        _exit(f"Redis refused: {first}", 1)
+        _exit(_server_problem(first), 1)
     except (typer.Abort, KeyboardInterrupt):
         _leave(130)
     _leave(code if isinstance(code, int) else 0)

@@ -57,9 +57,15 @@ def pipeline_file(ctx: typer.Context) -> Path:
     return options.file if options is not None else Path("pipeline.yaml")
 
 
-def load_pipeline(ctx: typer.Context) -> Pipeline:
+# How long a one-shot command (submit, status, dead, replay) waits for an unreachable Redis,
+# or retries a submit whose reply was lost, before it says so in one line. Workers and
+# `serve`, which an orchestrator may start before Redis, wait longer: --startup-wait.
+COMMAND_REDIS_WAIT = 3.0
+
+
+def load_pipeline(ctx: typer.Context, redis_wait: float = COMMAND_REDIS_WAIT) -> Pipeline:
     """Load the global `-f` file; its folder goes first on sys.path for the stage modules."""
-    pipeline = Pipeline.load(pipeline_file(ctx))
+    pipeline = Pipeline.load(pipeline_file(ctx), redis_wait=redis_wait)
     folder = str(pipeline.spec.base_dir)
     if folder not in sys.path:
         sys.path.insert(0, folder)

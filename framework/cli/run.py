@@ -68,10 +68,10 @@ async def submit_documents(pipeline: Pipeline, documents: list[Document]) -> lis
     chunk = 1 if pipeline.spec.first.max_backlog is not None else SUBMIT_CHUNK
     ids: list[str] = []
     for start in range(0, len(documents), chunk):
-        jobs = [(document.encoded(limit), None) for document in documents[start : start + chunk]]
+        payloads = [document.encoded(limit) for document in documents[start : start + chunk]]
         while True:
             try:
-                ids += await pipeline.submit_many_async(jobs)
+                ids += await pipeline.submit_many_async(payloads)
                 break
             except BacklogFull:  # one document per call: nothing of it was written
                 await asyncio.sleep(BACKLOG_PAUSE)

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
-from framework.cli.worker import STOP_SIGNALS
+from framework.cli.worker import (
+    DEFAULT_STARTUP_WAIT,
+    STOP_SIGNALS,
+    StartupWaitOption,
+    parse_startup_wait,
+)
 from framework.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -162,8 +167,10 @@ def serve(
     max_waits: Annotated[
         int, typer.Option(min=1, help="GET /jobs/ID/wait calls in progress at once.")
     ] = 1000,
+    startup_wait: StartupWaitOption = DEFAULT_STARTUP_WAIT,
     file: FileOption = None,
 ) -> None:
     """HTTP API (submit, job status, wait, stage statistics) and the dashboard at /."""
     required = check_token(token or None, host, port)
-    run(serve_api(load_pipeline(ctx), host, port, required, max_waits))
+    pipeline = load_pipeline(ctx, redis_wait=parse_startup_wait(startup_wait))
+    run(serve_api(pipeline, host, port, required, max_waits))

@@ -63,20 +63,25 @@ def read_payloads(sources: list[str], data: str | None, max_payload: int) -> lis
 
 
 async def submit_and_wait(
-    pipeline: Pipeline, jobs: list[tuple[Any, str | None]], wait: bool, timeout: float | None
+    pipeline: Pipeline,
+    payloads: list[Any],
+    job_id: str | None,
+    wait: bool,
+    timeout: float | None,
 ) -> bool:
     """Submit, print the ids; with `wait`, print each outcome. True when none failed."""
     async with connected(pipeline):
         try:
-            ids = await pipeline.submit_many_async(jobs)
+            job_ids = None if job_id is None else [job_id]
+            ids = await pipeline.submit_many_async(payloads, job_ids)
         except BacklogFull as full:
-            for _, job_id in full.queued:  # these are queued: say so, or they are submitted twice
-                typer.echo(job_id)
-            raise PartlyQueued(full, len(jobs)) from None
+            for _, queued in full.queued:  # these are queued: say so, or they are submitted twice
+                typer.echo(queued)
+            raise PartlyQueued(full, len(payloads)) from None
         except SubmitCutShort as cut:
-            for _, job_id in cut.queued:
-                typer.echo(job_id)
-            raise PipelineError(cut_short(cut, len(jobs))) from None
+            for _, queued in cut.queued:
+                typer.echo(queued)
+            raise PipelineError(cut_short(cut, len(payloads))) from None
         for job_id in ids:
             typer.echo(job_id)
         if not wait:
@@ -105,11 +110,16 @@ class PartlyQueued(PipelineError):
 
 
 def cut_short(cut: SubmitCutShort, total: int) -> str:
-    parts = [
-        f"{cut.cause}; queued {len(cut.queued)} of {total} jobs (their ids above)",
-        f"not known whether jobs {spans(cut.unknown)} were queued (pipeline status shows the "
-        "queue)",
-    ]
+    parts = [f"{cut.cause}; queued {len(cut.queued)} of {total} jobs (their ids above)"]
+    if cut.unknown:
+        unknown = [cut.job_ids[position] for position in cut.unknown]
+        shown = " ".join(unknown[:5]) + (
+            f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        )
+        parts.append(
+            f"not known whether jobs {spans(cut.unknown)} were queued: their ids are {shown}; "
+            "`pipeline status ID` tells, and submitting again with --job-id ID is safe"
+        )
     if cut.not_queued:
         parts.append(f"not queued: jobs {spans(cut.not_queued)} (counting from 1)")
     return "; ".join(parts)
@@ -156,6 +166,5 @@ def submit(
         raise UsageProblem(f"--job-id needs exactly one job, got {len(payloads)}")
     if job_id is not None and not valid_job_id(job_id):
         raise UsageProblem(f"--job-id {job_id!r}: must be 1-200 characters, no whitespace")
-    jobs = [(payload, job_id) for payload in payloads]
-    if not run(submit_and_wait(pipeline, jobs, wait, timeout)):
+    if not run(submit_and_wait(pipeline, payloads, job_id, wait, timeout)):
         raise typer.Exit(1)

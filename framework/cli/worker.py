@@ -85,6 +85,26 @@ def parse_grace_period(value: str) -> timedelta:
         raise UsageProblem(f"--grace-period: {error}") from None
 
 
+# Workers and `serve` start in containers that may come up before Redis does: an unreachable
+# server (or a reply lost on the way) is waited for this long at start, then one line, exit 1.
+# Once running, a worker waits for Redis for as long as it takes.
+DEFAULT_STARTUP_WAIT = "60s"
+StartupWaitOption = Annotated[
+    str,
+    typer.Option(
+        envvar="PIPELINE_STARTUP_WAIT",
+        help="How long to wait for an unreachable Redis at start before exiting 1.",
+    ),
+]
+
+
+def parse_startup_wait(value: str) -> float:
+    try:
+        return parse_duration(value).total_seconds()
+    except ValueError as error:
+        raise UsageProblem(f"--startup-wait: {error}") from None
+
+
 def worker(
     ctx: typer.Context,
     stages: Annotated[
@@ -100,13 +120,14 @@ def worker(
     grace_period: Annotated[
         str, typer.Option(help="How long in-flight messages may finish after SIGTERM.")
     ] = "30s",
+    startup_wait: StartupWaitOption = DEFAULT_STARTUP_WAIT,
     file: FileOption = None,
 ) -> None:
     """Consume STAGE's input until SIGTERM/SIGINT (graceful; a second signal exits at once)."""
     if bool(stages) == all_stages:
         raise UsageProblem("name a STAGE to run, or --all (not both)")
     grace = parse_grace_period(grace_period)
-    pipeline = load_pipeline(ctx)
+    pipeline = load_pipeline(ctx, redis_wait=parse_startup_wait(startup_wait))
     names = list(dict.fromkeys(stages or ()))
     for name in names:
         check_stage(pipeline, name)

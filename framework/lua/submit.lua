@@ -1,20 +1,23 @@
--- submit.lua: queue one job, idempotently by job id, refusing when the first stage is full.
+-- submit.lua: queue one job, at most once per job id, refusing when the first stage is full.
 --
--- KEYS[1]  input stream            KEYS[2]  job hash ({name}:job:ID; ignored without a job id)
--- ARGV[1]  job id, or "" to use the entry id as the job id
--- ARGV[2]  data (JSON)             ARGV[3]  trace ("" for none)
--- ARGV[4]  now in ms               ARGV[5]  result_ttl in seconds
--- ARGV[6]  max_backlog of the first stage, or "" for none
+-- The caller chose the job id before its first attempt and sends the same call again while
+-- the reply is lost: a job id that exists is never queued again, so a lost reply never makes a
+-- second job. The existing job's `submitted` time comes back, so the caller can tell its own
+-- earlier attempt (it sends the same time each attempt) from a job submitted before.
+--
+-- KEYS[1]  input stream            KEYS[2]  job hash ({name}:job:ID)
+-- ARGV[1]  job id                  ARGV[2]  data (JSON)
+-- ARGV[3]  trace ("" for none)     ARGV[4]  now in ms
+-- ARGV[5]  result_ttl in seconds   ARGV[6]  max_backlog of the first stage, or "" for none
 -- ARGV[7]  the first stage's group (to measure its backlog)
--- ARGV[8]  job key prefix ({name}:job:) for jobs that take the entry id
--- Returns {job_id, 1} when queued, {job_id, 0} when that job id already exists,
+-- Returns {job_id, 1} when queued, {job_id, 0, submitted_ms} when that job id already exists,
 -- or {"", backlog} when refused for backpressure.
 
 local input, jobkey = KEYS[1], KEYS[2]
 local job, data, trace, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 
-if job ~= "" and redis.call("EXISTS", jobkey) == 1 then
-  return {job, 0}
+if redis.call("EXISTS", jobkey) == 1 then
+  return {job, 0, redis.call("HGET", jobkey, "submitted") or "0"}
 end
 
 if ARGV[6] ~= "" then
@@ -38,16 +41,10 @@ if ARGV[6] ~= "" then
   if backlog >= limit then return {"", backlog} end
 end
 
-local fields = {"data", data}
-if job ~= "" then fields = {"job", job, "data", data} end
 if trace ~= "" then
-  fields[#fields + 1] = "trace"
-  fields[#fields + 1] = trace
-end
-local id = redis.call("XADD", input, "*", unpack(fields))
-if job == "" then
-  job = id
-  jobkey = ARGV[8] .. id
+  redis.call("XADD", input, "*", "job", job, "data", data, "trace", trace)
+else
+  redis.call("XADD", input, "*", "job", job, "data", data)
 end
 redis.call("HSET", jobkey, "state", "queued", "outstanding", 1, "submitted", now, "updated", now)
 redis.call("EXPIRE", jobkey, ttl)
