@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -86,16 +87,31 @@ def _as_number(digits: str) -> tuple[int, str]:
     return len(digits), digits
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit.lua call did: per message, whether it was still ours (False: taken over
+    by another consumer, its result dropped); and which of them a call whose reply was lost had
+    committed already (ours too, nothing lost)."""
+
+    owned: list[bool]
+    before: frozenset[str] = frozenset()
+
+
 async def commit(
     client: AsyncRedis,
     pipeline: PipelineSpec,
     stage: StageSpec,
     consumer: str,
     finished: Sequence[Finished],
-) -> list[bool]:
-    """Commit each message atomically; False where another consumer owns it now."""
+    now_ms: int | None = None,
+    repeated: bool = False,
+) -> Committed:
+    """Commit each message atomically. `repeated`: this call repeats one whose reply was lost,
+    with that call's `now_ms`, so that what it committed is told apart from what another
+    consumer took over meanwhile."""
     keys = pipeline.keys
-    now_ms = int(time.time() * 1000)
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
     script_keys = [
         stage.input_stream,
         stage.output_stream,
@@ -137,13 +153,20 @@ async def commit(
         orjson.dumps(others) if others else "",
         same_time,
         "1" if own_jobs else "0",
+        "1" if repeated else "0",
         *ids,
         *(() if own_jobs else jobs),
         *(() if same_time else times),
         *payloads,
     ]
-    lost = await scripts.script(scripts.COMMIT)(client, script_keys, args)
+    lost, before = await scripts.script(scripts.COMMIT)(client, script_keys, args)
+    committed_before = frozenset(_text(message_id) for message_id in before)
     if not lost:
-        return [True] * len(finished)
-    gone = {message_id.decode() for message_id in lost}
-    return [delivery.message_id not in gone for delivery, _, _ in finished]
+        return Committed([True] * len(finished), committed_before)
+    gone = {_text(message_id) for message_id in lost}
+    owned = [delivery.message_id not in gone for delivery, _, _ in finished]
+    return Committed(owned, committed_before)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

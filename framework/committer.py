@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+import itertools
+import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from redis.exceptions import ResponseError
 
-from framework.commits import Finished, commit
+from framework.commits import Committed, Finished, commit
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import retry_forever
 from framework.groups import is_missing_group
@@ -44,6 +46,7 @@ class Committer:
     ) -> None:
         self._commit = functools.partial(commit, channel, pipeline, stage, consumer)
         self._settle, self._redis_down = settle, redis_down
+        self.log = log.bind(pipeline=pipeline.name, stage=stage.name, consumer=consumer)
         self.finished: list[Finished] = []  # to commit, in finishing order
         self.due = asyncio.Event()  # set while `finished` holds something
         self.committing: list[Finished] = []  # in a commit.lua call right now
@@ -66,24 +69,36 @@ class Committer:
                 self.due.clear()
             self.committing = batch
             try:
-                # Retried until it answers: giving up would run the stage again.
-                statuses = await retry_forever(
-                    functools.partial(self._commit_or_drop, batch), self._redis_down
-                )
+                committed = await self._commit_until_answered(batch)
             finally:
                 self.committing = []
-            self._settle(batch, statuses)
+            for message_id in sorted(committed.before):
+                self.log.info("commit_confirmed_after_lost_reply", message_id=message_id)
+            self._settle(batch, committed.owned)
 
-    async def _commit_or_drop(self, batch: list[Finished]) -> list[bool]:
+    async def _commit_until_answered(self, batch: list[Finished]) -> Committed:
+        """Retried until it answers: giving up would run the stage again. Every attempt sends
+        the first one's time, so that a repeat after a lost reply can tell what that first
+        attempt committed (commit.lua) from what another worker took over meanwhile."""
+        now_ms, attempts = int(time.time() * 1000), itertools.count()
+
+        def attempt() -> Awaitable[Committed]:
+            return self._commit_or_drop(batch, now_ms, next(attempts) > 0)
+
+        return await retry_forever(attempt, self._redis_down)
+
+    async def _commit_or_drop(
+        self, batch: list[Finished], now_ms: int, repeated: bool
+    ) -> Committed:
         try:
-            return await self._commit(batch)
+            return await self._commit(batch, now_ms, repeated)
         except ResponseError as error:
             if not is_missing_group(error):
                 raise
             # Redis came back empty (no persistence, FLUSHALL, a failover to an empty replica):
             # these messages are in no pending list any more, ours least of all.
-            log.warning("group_missing_results_dropped", count=len(batch), error=str(error))
-            return [False] * len(batch)
+            self.log.warning("group_missing_results_dropped", count=len(batch), error=str(error))
+            return Committed([False] * len(batch))
 
     async def close(self, task: asyncio.Task[None]) -> None:
         """Commit what has finished, then stop `task` (the one running `run`). A commit still

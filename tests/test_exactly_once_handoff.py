@@ -75,9 +75,9 @@ def emitted(deliveries: list[Delivery], *payloads: bytes) -> list[Finished]:
 
 
 async def commit(
-    channel: Channel, spec: PipelineSpec, name: str, finished: list[Finished]
+    channel: Channel, spec: PipelineSpec, name: str, finished: list[Finished], consumer: str = "c1"
 ) -> list[bool]:
-    return await commits.commit(channel, spec, stage(spec, name), "c1", finished)
+    return (await commits.commit(channel, spec, stage(spec, name), consumer, finished)).owned
 
 
 def pending(server: RedisServer, stream: str, group: str) -> int:
@@ -196,6 +196,28 @@ async def test_a_repeated_commit_writes_nothing_twice(
     again = await commit(channel, spec, "a", finished)  # as after a lost reply
     assert again == [False] * 10
     assert len(entries(redis_server, spec.keys.stage("a"))) == 10
+
+
+async def test_a_repeat_after_a_lost_reply_tells_its_own_commits_from_a_takeover(
+    redis_server: RedisServer, spec: PipelineSpec, channel: Channel
+) -> None:
+    """The first call ran and its reply was lost; meanwhile another consumer took one message
+    over and committed it, and took another without committing it yet. The repeat names the
+    three its first call committed as ours, and only the two others as lost."""
+    add_bare(redis_server, spec, 5)
+    deliveries = await deliver(channel, stage(spec, "a"))
+    first, now_ms = deliveries[:3], 1_700_000_000_000
+    await commits.commit(channel, spec, stage(spec, "a"), "c1", emitted(first), now_ms)
+    taken, committed_by_other = deliveries[3].message_id, deliveries[4]
+    with redis_server.client() as client:
+        client.xclaim(spec.keys.input, "a", "c2", 0, [taken, committed_by_other.message_id])
+    assert await commit(channel, spec, "a", emitted([committed_by_other]), consumer="c2") == [True]
+    repeat = await commits.commit(
+        channel, spec, stage(spec, "a"), "c1", emitted(deliveries), now_ms, repeated=True
+    )
+    assert repeat.owned == [True, True, True, False, False]
+    assert repeat.before == {d.message_id for d in first}
+    assert len(entries(redis_server, spec.keys.stage("a"))) == 4, "nothing written twice"
 
 
 async def test_a_message_another_consumer_reclaimed_is_left_to_it(

@@ -4,6 +4,9 @@
 -- write its outputs, or its dead letter, or its delayed retry, XACK it and update its job hash.
 -- A message we no longer own (reclaimed by another worker) is left alone: its late result is
 -- dropped. Repeating the call after a lost reply is safe: committed messages are no longer ours.
+-- A repeated call (ARGV[15]) also says which of those it committed itself the first time, so
+-- that a lost reply is not reported as lost work: its `now` is the first call's, and a message
+-- that is in nobody's pending list while its job hash has this stage's time at `now` was.
 --
 -- KEYS[1]  input stream            the stream the stage reads
 -- KEYS[2]  output stream           {name}:STAGE
@@ -25,15 +28,18 @@
 -- ARGV[12] the other messages, JSON, or "": [[id, job, kind, trace, attempt, elapsed_ms, [args]], ...]
 -- ARGV[13] the elapsed ms of every plain message when they are all the same, else ""
 -- ARGV[14] "1" when every plain message is its own job (a source's bare entries), else "0"
+-- ARGV[15] "1" when this call repeats one whose reply was lost, else "0"
 --   kind E (emit): args are the output payloads     kind D (drop): no args
 --   kind R (retry): due_ms, zset member            kind X (dead): data, error, traceback
 --   kind S (skip: a retry meant for another stage): no args, no job accounting
--- ARGV[15..] the plain messages, as columns of n values each: ids; jobs ("" where the entry is
+-- ARGV[16..] the plain messages, as columns of n values each: ids; jobs ("" where the entry is
 --   its own job; left out when ARGV[14] is "1"); elapsed ms (left out when ARGV[13] has it);
 --   payloads. Columns, not one JSON document: Redis makes each argument a Lua string as it
 --   reads the command, which costs less than cjson, and the XACK of a whole batch is then one
 --   unpack() of the id column.
--- Returns the ids of messages that are not ours any more; {} when every message was committed.
+-- Returns {lost, committed_before}: the ids of messages that are not ours any more (taken over
+-- by another consumer: their results are dropped), and, in a repeated call, of those this
+-- consumer committed in the call whose reply was lost. {{}, {}} when every message was committed.
 --
 -- Cost matters here (each redis.call costs about as much as the command it runs): the plain
 -- path makes one call per output and one or two per job hash, and passes numbers as strings
@@ -45,7 +51,8 @@ local fan, ttl, source, prefix = tonumber(ARGV[5]), ARGV[6], ARGV[7] == "1", ARG
 local plain, others, same_time = tonumber(ARGV[11]), ARGV[12], ARGV[13]
 -- Where each column starts (the n values of a column are at start + 1 .. start + n); false
 -- for a column left out.
-local ids = 14
+local ids = 15
+local repeated = ARGV[15] == "1"
 local jobs = ARGV[14] ~= "1" and ids + plain
 local times = same_time == "" and (jobs or ids) + plain
 local payloads = (times or jobs or ids) + plain
@@ -143,13 +150,28 @@ end
 
 local lost = {}
 local emitted, dead_lettered, retried = 0, 0, 0
+local before = {}  -- committed by the call whose reply was lost
+
+-- A message not ours: in a repeated call, ours already if no one holds it and its job says
+-- this stage let go of it at this call's time; else another consumer's now.
+local function not_ours(id, job)
+  if repeated and #call("XPENDING", input, group, id, id, 1) == 0 then
+    if job == nil or call("HGET", prefix .. job, at_field) == now then
+      before[#before + 1] = id
+      return
+    end
+  end
+  lost[#lost + 1] = id
+end
 
 -- The plain messages: one payload out, no trace.
 for i = 1, plain do
   local id = ARGV[ids + i]
   local owned = mine[id]
   if owned == nil then
-    lost[#lost + 1] = id
+    local job = id
+    if jobs and ARGV[jobs + i] ~= "" then job = ARGV[jobs + i] end
+    not_ours(id, job)
   elseif owned then
     mine[id] = false
     local job, elapsed, payload = id, same_time, ARGV[payloads + i]
@@ -202,7 +224,8 @@ if others ~= "" then
     local jobkey = prefix .. job
     local owned = mine[id]
     if owned == nil then
-      lost[#lost + 1] = id
+      if kind == "S" then job = nil end  -- a skip touches no job: nobody else's result to lose
+      not_ours(id, job)
     elseif owned then
       mine[id] = false
       acked[#acked + 1] = id
@@ -253,4 +276,4 @@ if acked == nil then
 elseif #acked > 0 then
   call("XACK", input, group, unpack(acked))
 end
-return lost
+return {lost, before}
