@@ -17,7 +17,7 @@ from framework import scripts
 from framework.config import PipelineSpec, StageSpec
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
 from framework.scripts import AsyncRedis
-from framework.wire import Delivery
+from framework.wire import MAX_SEQUENCE, Delivery, text
 
 Finished = tuple[Delivery, Outcome, float]  # the message, its outcome, the call's duration (s)
 
@@ -68,9 +68,6 @@ def _message(
     ]
 
 
-LAST_SEQUENCE = 2**64 - 1
-
-
 def _span(ids: list[str]) -> tuple[str, str]:
     """A range of stream ids (`MS-SEQ`) that holds all of `ids`: whole milliseconds, from the
     first to the last, which is as good for the ownership query and needs no int() per id
@@ -80,7 +77,7 @@ def _span(ids: list[str]) -> tuple[str, str]:
         low, high = min(milliseconds), max(milliseconds)
     else:
         low, high = min(milliseconds, key=_as_number), max(milliseconds, key=_as_number)
-    return f"{low}-0", f"{high}-{LAST_SEQUENCE}"
+    return f"{low}-0", f"{high}-{MAX_SEQUENCE}"
 
 
 def _as_number(digits: str) -> tuple[int, str]:
@@ -145,7 +142,7 @@ async def commit(
         str(now_ms),
         stage.name,
         str(len(stage.consumers)),
-        str(max(int(pipeline.result_ttl.total_seconds()), 1)),
+        str(pipeline.result_ttl_seconds),
         "1" if stage.source else "0",
         keys.job(""),
         *_span(everyone),
@@ -160,13 +157,9 @@ async def commit(
         *payloads,
     ]
     lost, before = await scripts.script(scripts.COMMIT)(client, script_keys, args)
-    committed_before = frozenset(_text(message_id) for message_id in before)
+    committed_before = frozenset(text(message_id) for message_id in before)
     if not lost:
         return Committed([True] * len(finished), committed_before)
-    gone = {_text(message_id) for message_id in lost}
+    gone = {text(message_id) for message_id in lost}
     owned = [delivery.message_id not in gone for delivery, _, _ in finished]
     return Committed(owned, committed_before)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -270,11 +270,6 @@ class StageSpec:
     lease: timedelta
     max_backlog: int | None
 
-    @property
-    def is_last(self) -> bool:
-        """Nothing reads this stage's output, so what it emits is a job's result."""
-        return not self.consumers
-
 
 @dataclass(frozen=True, slots=True)
 class Retention:
@@ -308,6 +303,11 @@ class PipelineSpec:
         return Keys(self.name)
 
     @property
+    def result_ttl_seconds(self) -> int:
+        """`result_ttl` as EXPIRE takes it: whole seconds, at least one."""
+        return max(int(self.result_ttl.total_seconds()), 1)
+
+    @property
     def first(self) -> StageSpec:
         return self.stages[0]
 
@@ -319,11 +319,6 @@ class PipelineSpec:
         raise ConfigError(
             self.label or self.source.name, "stages", f"unknown stage {name!r}; stages are: {known}"
         )
-
-    def feeders(self, stage: str) -> tuple[StageSpec, ...]:
-        """The stages whose output `stage` reads (none for a source stage)."""
-        upstream = self.stage(stage).input_stage
-        return () if upstream is None else (self.stage(upstream),)
 
 
 def resolve(model: PipelineConfig, source: Path, *, label: str | None = None) -> PipelineSpec:

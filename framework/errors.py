@@ -4,6 +4,7 @@
 PipelineError                 root of everything the framework raises; .exit_code (default 1)
 ├── ConfigError               "pipeline.yaml: stages.embed.batch: must be >= 1"; exit 2
 │   └── StageImportError      `function:` does not import, or its signature cannot be served
+├── UsageProblem              a command used wrongly (a missing file, options that clash); exit 2
 ├── PayloadError              refused at submit: not JSON, or over max_payload
 │   ├── PayloadTooLarge       over max_payload (HTTP 413)
 │   ├── BodyNotJson           an HTTP body that is not JSON at all (400)
@@ -14,7 +15,10 @@ PipelineError                 root of everything the framework raises; .exit_cod
 ├── RedisUnavailable          cannot reach or start Redis
 │   └── SubmitCutShort        a submit stopped part way by Redis: which jobs are queued
 ├── JobNotFound               unknown or expired job id
+├── DeadLetterNotFound        no dead letter with that id
 └── WaitTimeout               also a TimeoutError, so `except TimeoutError` works
+StageTimeout(TimeoutError)    a stage call ran past its `timeout:`; a failed attempt, as the
+                              error of a retry or a dead letter (we raise it, nobody catches it)
 StageSignal(Exception)        raised by stage code to steer its own message; we never raise it
 ├── Retry(after=None)         after: timedelta | seconds
 └── Fail(reason)              dead-letter now
@@ -49,6 +53,12 @@ class ConfigError(PipelineError):
 
 class StageImportError(ConfigError):
     """A stage's `function:` cannot be imported or served."""
+
+
+class UsageProblem(PipelineError):
+    """A command used wrongly (a missing file, options that do not go together); exit 2."""
+
+    exit_code = 2
 
 
 class PayloadError(PipelineError):
@@ -148,6 +158,25 @@ class JobNotFound(PipelineError):
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         super().__init__(f"job {job_id!r} not found (never submitted, or expired after result_ttl)")
+
+
+class DeadLetterNotFound(PipelineError):
+    """No dead letter with that id (`id` in `dead list --json` is the failed message's; the
+    letter's own id is `dead_id`)."""
+
+    def __init__(self, entry_id: str, letter_of_message: str | None = None) -> None:
+        self.entry_id = entry_id
+        if letter_of_message is not None:
+            super().__init__(
+                f"{entry_id!r} is the id of the message that failed; its dead letter's id is "
+                f"{letter_of_message!r} (dead_id in dead list --json)"
+            )
+        else:
+            super().__init__(f"no dead letter with id {entry_id!r} (see: pipeline dead list)")
+
+
+class StageTimeout(TimeoutError):
+    """A stage call ran past the stage's `timeout`; counts as a failed attempt."""
 
 
 class WaitTimeout(PipelineError, TimeoutError):

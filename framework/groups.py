@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 from framework import scripts
 from framework.config import PipelineSpec
 from framework.connection import AsyncClient, Server
+from framework.wire import text
 
 
 async def ensure_groups(client: AsyncClient, spec: PipelineSpec) -> None:
@@ -34,11 +35,7 @@ async def reader_groups(client: AsyncClient, stream: str) -> set[str]:
         groups = await client.xinfo_groups(stream)
     except ResponseError:  # no such key
         return set()
-    return {_text(group["name"]) for group in groups}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return {text(group["name"]) for group in groups}
 
 
 def is_unblocked(error: ResponseError) -> bool:
@@ -74,7 +71,7 @@ async def retire_consumers(
     gone: list[str] = []
     if local:
         try:
-            names = [_text(c["name"]) for c in await client.xinfo_consumers(stream, group)]
+            names = [text(c["name"]) for c in await client.xinfo_consumers(stream, group)]
         except ResponseError:  # no group yet: nothing to retire
             return 0
         gone = [name for name in names if name != me and process_gone(name)]

@@ -23,13 +23,9 @@ from pydantic import BaseModel, ValidationError
 from framework.config import StageSpec
 from framework.context import Context
 from framework.durations import format_duration
-from framework.errors import StageImportError
+from framework.errors import StageImportError, StageTimeout
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, decide
 from framework.wire import Delivery
-
-
-class StageTimeout(TimeoutError):
-    """A stage call ran past the stage's `timeout`; counts as a failed attempt."""
 
 
 def import_function(spec: StageSpec, base_dir: Path, source: str) -> Callable[..., Any]:
@@ -218,10 +214,7 @@ class StageFunction:
         if type(argument) is DeadLetter:
             return argument
         try:
-            if self._direct:  # async, no ctx, no timeout: call it as it is
-                result = await self.function(argument)
-            else:
-                result = await self._invoke(argument, context)
+            result = await self._invoke(argument, context)
         except Exception as error:  # user code: any failure is an outcome, never a crash
             return self.failure(error, delivery)
         return self.outcome(result)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import orjson
 from framework.connection import TRANSIENT_ERRORS, AsyncClient
 from framework.errors import JobNotFound, WaitTimeout
 from framework.keys import Keys
-from framework.wire import Fields, range_reply, read_reply
+from framework.wire import ENTRY_ID, Fields, range_reply, read_reply
 
 FINISHED = frozenset({"done", "failed"})
 
@@ -114,9 +113,6 @@ def job_from_hash(job_id: str, raw_bytes: Fields, stage_order: Iterable[str]) ->
         results=_results(raw),
         stages=tuple(timings),
     )
-
-
-ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
 async def queued_bare_entry(client: AsyncClient, keys: Keys, job_id: str) -> bool:

@@ -55,11 +55,6 @@ class Keys:
         return f"{self.prefix}:job:{job_id}"
 
 
-def group_name(stage: str) -> str:
-    """A stage's consumer group is named after the stage."""
-    return stage
-
-
 def consumer_name() -> str:
     """`HOSTNAME-PID-N`: unique per worker in a process; tells `XINFO CONSUMERS` who holds what."""
     return f"{socket.gethostname()}-{os.getpid()}-{next(_consumer_counter)}"

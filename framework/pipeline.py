@@ -279,7 +279,7 @@ class Pipeline:
         self, chunk: list[tuple[bytes, str]], trace: str, now_ms: int
     ) -> list[tuple[list[str], list[Any]]]:
         first = self.spec.first
-        ttl = _seconds(self.spec.result_ttl)
+        ttl = self.spec.result_ttl_seconds
         limit = "" if first.max_backlog is None else first.max_backlog
         return [
             (
@@ -415,10 +415,6 @@ def _was_ours(reply: list[Any], now_ms: int) -> bool:
 
 def _waiting(error: BaseException, delay: float) -> None:
     log.warning("redis_unavailable", error=str(error), retry_in_s=round(delay, 2))
-
-
-def _seconds(duration: timedelta) -> int:
-    return max(int(duration.total_seconds()), 1)
 
 
 def valid_job_id(job_id: str) -> bool:

@@ -21,14 +21,12 @@ from framework import scripts
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import AsyncClient
 from framework.durations import parse_duration
-from framework.stats import Entry, entries, next_id, server_time_ms
-from framework.wire import decode_entry
+from framework.stats import server_time_ms
+from framework.wire import ENTRY_ID, MAX_SEQUENCE, Entry, decode_entry, entries, next_id
 
 PAGE = 200
-ENTRY_ID = re.compile(r"^\d+-\d+$")
 MS_DIGITS = 10  # a bare number this long is milliseconds since 1970 (2001-09-09 and later)
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-MAX_SEQUENCE = 18446744073709551615
 
 Point = str | timedelta
 """A bound as given: an XRANGE bound (an entry id, or a time as ms), or a duration ago."""
@@ -138,7 +136,7 @@ async def count_entries(client: AsyncClient, stage: StageSpec, span: Span, cap: 
 async def replay(client: AsyncClient, spec: PipelineSpec, stage: StageSpec, span: Span) -> Replayed:
     """Queue every original entry of `span` again for `stage`, one pipelined call per page."""
     replay_script = scripts.script(scripts.REPLAY)
-    ttl = max(int(spec.result_ttl.total_seconds()), 1)
+    ttl = spec.result_ttl_seconds
     replayed = skipped = 0
     async for page in pages(client, stage.input_stream, span):
         now_ms = int(time.time() * 1000)

@@ -31,11 +31,6 @@ class AsyncRedis(Protocol):
     async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
 
 
-class SyncRedis(Protocol):
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
-    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
-
-
 class Script:
     """One Lua file; call it with the keys and arguments its header lists."""
 

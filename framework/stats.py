@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 from framework import scripts
 from framework.config import PipelineSpec, StageSpec
 from framework.connection import AsyncClient, Server
+from framework.wire import text
 
 LAG_SCAN_CAP = 1000  # entries counted after a group's last-delivered id when XINFO has no lag
 
@@ -134,7 +135,7 @@ async def _group_info(client: AsyncClient, stage: StageSpec) -> dict[str, Any] |
     except ResponseError:  # no such stream yet: nothing was ever submitted or connected
         return None
     for group in groups:
-        if _text(group["name"]) == stage.name:
+        if text(group["name"]) == stage.name:
             return dict(group)
     return None
 
@@ -160,7 +161,7 @@ async def read_counters(client: AsyncClient, stats: str) -> dict[str, int]:
     counters = {}
     for name, value in raw.items():
         try:
-            counters[_text(name)] = int(value)
+            counters[text(name)] = int(value)
         except ValueError:
             continue  # not ours: nothing else writes here, but a stray field must not break status
     return counters
@@ -187,29 +188,3 @@ def throughput(counters: dict[str, int], stage: str, now_ms: int) -> float:
             before = counters.get(f"{reading}.out.{stage}", 0)
             return max(current - before, 0) * 1000 / (now_ms - at)
     return 0.0
-
-
-Entry = tuple[str, dict[bytes, bytes]]
-
-
-def entries(reply: Any) -> list[Entry]:
-    """An XRANGE/XREVRANGE reply as (id, fields) pairs; a deleted entry's fields are empty."""
-    return [(_text(entry), cast(dict[bytes, bytes], fields or {})) for entry, fields in reply or ()]
-
-
-def next_id(entry_id: str) -> str:
-    """The smallest stream id after `entry_id` (exclusive ranges need 6.2; we serve 6.0 too)."""
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq or 0) + 1}"
-
-
-def previous_id(entry_id: str) -> str:
-    """The largest stream id before `entry_id`, for paging newest-first without `(`."""
-    ms, _, seq = entry_id.partition("-")
-    if int(seq or 0) > 0:
-        return f"{ms}-{int(seq) - 1}"
-    return f"{int(ms) - 1}-18446744073709551615" if int(ms) > 0 else "0-0"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,4 +1,5 @@
-"""Stream entries <-> deliveries: the wire format of DESIGN.md, and the bare-entry rule.
+"""Stream entries <-> deliveries: the wire format (docs/design.md), the bare-entry rule, and the
+helpers every reader of streams shares (entry ids, ranges, replies as text).
 
 An entry carries `job`, `data` (JSON) and an optional `trace`. An entry with no `data` field
 was written by plain Redis Streams code: its fields are the payload and its id is the job id.
@@ -7,6 +8,7 @@ Retries carry two more fields: `for` (the one stage that should run it) and `att
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,6 +18,34 @@ from framework.errors import PayloadError, PayloadTooLarge
 
 Fields = dict[bytes, bytes]
 Entries = list[tuple[bytes, Fields]]
+Entry = tuple[str, Fields]
+
+ENTRY_ID = re.compile(r"^\d+-\d+$")
+MAX_SEQUENCE = 2**64 - 1  # the largest sequence number of an entry id (`MS-SEQ`)
+
+
+def text(value: bytes | str) -> str:
+    """A reply's bytes as text (our clients never decode replies themselves)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def entries(reply: Any) -> list[Entry]:
+    """An XRANGE/XREVRANGE reply as (id, fields) pairs; a deleted entry's fields are empty."""
+    return [(text(entry), cast(Fields, fields or {})) for entry, fields in reply or ()]
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest stream id after `entry_id` (exclusive ranges need 6.2; we serve 6.0 too)."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def previous_id(entry_id: str) -> str:
+    """The largest stream id before `entry_id`, for paging newest-first without `(`."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    return f"{int(ms) - 1}-{MAX_SEQUENCE}" if int(ms) > 0 else "0-0"
 
 
 # redis-py declares replies for every protocol and decoding mode; our clients speak RESP2 and
@@ -85,10 +115,6 @@ class Delivery:
     problem: str | None = None  # an entry that cannot be read: it goes to the dead letters
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def decode_entry(
     message_id: bytes | str, fields: Fields, deliveries: int = 1, *, claimed: bool = False
 ) -> Delivery:
@@ -111,7 +137,7 @@ def decode_entry(
 def _decode(entry_id: str, fields: Fields, deliveries: int) -> Delivery:
     data = fields.get(b"data")
     if data is None:
-        bare = {_text(key): _text(value) for key, value in fields.items()}
+        bare = {text(key): text(value) for key, value in fields.items()}
         return Delivery(entry_id, entry_id, orjson.dumps(bare), "", deliveries, deliveries)
     job = fields.get(b"job")
     if len(fields) == 2 and job is not None:  # job and data only: a fresh message

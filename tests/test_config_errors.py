@@ -102,10 +102,7 @@ def test_design_example_resolves_inputs_streams_and_defaults(here: Path) -> None
     )
     assert extract.output_stream == "{docs}:extract"
     assert [s.consumers for s in spec.stages] == [("analyze",), ("summarize",), ("embed",), ()]
-    assert embed.is_last
-    assert not extract.is_last
-    assert spec.feeders("embed") == (summarize,)
-    assert spec.feeders("extract") == ()
+    assert embed.consumers == ()  # the last stage: what it emits is a job's result
 
     assert extract.function == "stages.extract:extract"
     assert (extract.concurrency, extract.batch, extract.timeout) == (1, None, None)
@@ -177,8 +174,7 @@ def test_branching_stages_share_an_input_and_both_consume_it(here: Path) -> None
     )
     assert spec.stage("extract").consumers == ("summarize", "embed")
     assert spec.stage("embed").input_stream == "{docs}:extract"
-    assert spec.stage("summarize").is_last
-    assert spec.stage("embed").is_last
+    assert spec.stage("summarize").consumers == spec.stage("embed").consumers == ()
 
 
 def test_stream_input_reads_an_external_stream(here: Path) -> None:

@@ -17,16 +17,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from framework.connection import AsyncClient
-from framework.errors import PipelineError
+from framework.errors import UsageProblem
+
+__all__ = ["UsageProblem"]  # the commands import it from here, beside what they share
 from framework.pipeline import Pipeline
 
 T = TypeVar("T")
-
-
-class UsageProblem(PipelineError):
-    """A command used wrongly (a missing file, options that do not go together); exit 2."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ while `retry --all` runs is not retried twice.
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -33,11 +32,10 @@ from framework.cli.common import (
 from framework.cli.display import duration_ms, first_line, json_line
 from framework.config import PipelineSpec
 from framework.connection import AsyncClient
-from framework.errors import PipelineError
-from framework.stats import entries, next_id, previous_id
+from framework.errors import DeadLetterNotFound
+from framework.wire import ENTRY_ID, entries, next_id, previous_id
 
 PAGE = 200
-ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 app = typer.Typer(help="Inspect and re-drive the dead-letter stream.", no_args_is_help=True)
 
@@ -65,17 +63,6 @@ class DeadLetter:
         except orjson.JSONDecodeError:
             pass  # shown as the text it is
         return record
-
-
-class DeadLetterNotFound(PipelineError):
-    def __init__(self, entry_id: str, letter_of_message: str | None = None) -> None:
-        if letter_of_message is not None:  # `id` in `dead list --json` is the failed message's
-            super().__init__(
-                f"{entry_id!r} is the id of the message that failed; its dead letter's id is "
-                f"{letter_of_message!r} (dead_id in dead list --json)"
-            )
-        else:
-            super().__init__(f"no dead letter with id {entry_id!r} (see: pipeline dead list)")
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -214,7 +201,7 @@ async def redrive(client: AsyncClient, spec: PipelineSpec, letters: list[DeadLet
     if not letters:
         return 0
     now_ms = int(time.time() * 1000)
-    ttl = max(int(spec.result_ttl.total_seconds()), 1)
+    ttl = spec.result_ttl_seconds
     calls: list[tuple[list[str], list[Any]]] = []
     for letter in letters:
         stage, fields = spec.stage(letter.stage), letter.fields
