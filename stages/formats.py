@@ -84,7 +84,8 @@ def read_pdf(data: bytes, name: str) -> Extracted:
     # pypdf raises many types on damaged files (PdfReadError, ValueError, KeyError,
     # struct.error...): whatever it raises, the file cannot be read, and retrying won't help.
     except Exception as exc:
-        raise Fail(f"{name}: corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from exc
+        said = " ".join(str(exc).split())[:200]  # one line, whatever pypdf put in it
+        raise Fail(f"{name}: corrupt or unreadable PDF ({type(exc).__name__}: {said})") from exc
     if encrypted:
         raise Fail(f"{name}: PDF is encrypted with a password; cannot read its text")
     # Pages join without a break: a paragraph that runs on to the next page stays whole.
