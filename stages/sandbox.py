@@ -155,6 +155,7 @@ class _Reader:
             stdout=subprocess.PIPE,
             env=_environment(),
             cwd="/",
+            start_new_session=True,  # Ctrl-C in a terminal is for the worker; it ends its readers
         )
         assert self.process.stdin is not None
         assert self.process.stdout is not None
