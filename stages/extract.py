@@ -128,13 +128,13 @@ def file_uri_path(uri: str) -> str:
 
 def _read_file(path: str, shown: str, filename: str | None) -> Source:
     """A local file, as framework.files allows; `shown` is how the job named it."""
+    named = shown if shown.isprintable() else repr(shown)  # reasons stay one line
     try:
         data = read_file(path, MAX_FILE_BYTES)
     except FileRefused as refused:
-        named = shown if shown.isprintable() else repr(shown)
         raise Fail(f"{named}: {refused.problem}") from None
     # Other OSErrors (a flaky network mount) propagate: the engine retries them with backoff.
-    return Source(shown, filename or PurePath(path).name, data)
+    return Source(named, filename or PurePath(path).name, data)
 
 
 def _document_type(source: Source, declared: object) -> str:
