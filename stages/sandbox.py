@@ -85,18 +85,10 @@ class ReaderPool:
 
     def read(self, kind: str, data: bytes | str, name: str, limits: Limits) -> Extracted:
         """The document read by a reader, or `Fail` naming it when it is too slow or too big."""
-        header = {"kind": kind, "name": name, "text": isinstance(data, str)}
+        text = isinstance(data, str)
+        header = {"kind": kind, "name": name, "text": text, "timeout": limits.timeout}
         body = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-        reader = self._take(limits.memory)
-        try:
-            reply = reader.ask({**header, "timeout": limits.timeout}, body, limits.timeout)
-        except _Overdue:
-            self._end(reader)
-            reason = f"{name}: extraction took longer than {limits.timeout:g}s"
-            raise Fail(f"{reason}; the document is refused") from None
-        except BaseException:
-            self._end(reader)
-            raise
+        reader, reply = self._ask(header, body, limits)
         if reply is None or reply[0].get("memory"):
             ending = reader.ending() if reply is None else None
             self._end(reader)
@@ -110,6 +102,28 @@ class ReaderPool:
             readers, self._idle, self._running = list(self._running), [], set()
         for reader in readers:
             reader.end()
+
+    def _ask(
+        self, header: dict[str, Any], body: bytes, limits: Limits
+    ) -> tuple[_Reader, Frame | None]:
+        """A reader and its reply (None: it died on the document). A reader that was gone
+        before it had the whole request is no fault of the document: the next one gets it."""
+        for last_try in (False, True):
+            reader = self._take(limits.memory)
+            try:
+                return reader, reader.ask(header, body, limits.timeout)
+            except _Unsent:
+                if last_try:
+                    return reader, None
+                self._end(reader)
+            except _Overdue:
+                self._end(reader)
+                reason = f"{header['name']}: extraction took longer than {limits.timeout:g}s"
+                raise Fail(f"{reason}; the document is refused") from None
+            except BaseException:
+                self._end(reader)
+                raise
+        raise AssertionError("unreachable: the last try returns")
 
     def _take(self, memory: int) -> _Reader:
         with self._lock:
@@ -142,6 +156,10 @@ class ReaderPool:
 
 class _Overdue(Exception):
     """The reader did not answer by the deadline."""
+
+
+class _Unsent(Exception):
+    """The reader was gone before it had the whole request."""
 
 
 class _Reader:
@@ -178,8 +196,7 @@ class _Reader:
     def ask(self, header: dict[str, Any], body: bytes, timeout: float) -> Frame | None:
         """The reply to one request; None when the process ended instead of replying."""
         deadline = time.monotonic() + timeout
-        if not self._send(encode_frame(header, body), deadline):
-            return None
+        self._send(encode_frame(header, body), deadline)
         return self._receive(deadline)
 
     def alive(self) -> bool:
@@ -204,7 +221,7 @@ class _Reader:
             if pipe is not None:
                 pipe.close()
 
-    def _send(self, data: bytes, deadline: float) -> bool:
+    def _send(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
         while view:
             _wait(self.requests, select.POLLOUT, deadline)
@@ -213,9 +230,8 @@ class _Reader:
             except BlockingIOError:
                 continue
             except BrokenPipeError:
-                return False
+                raise _Unsent from None
             view = view[written:]
-        return True
 
     def _receive(self, deadline: float) -> Frame | None:
         buffer = bytearray()

@@ -230,6 +230,17 @@ def test_a_reader_killed_mid_document_refuses_that_document_only() -> None:
     assert outcome({"text": "<html><p>Next page.</p></html>"})
 
 
+def test_a_reader_that_died_while_idle_is_replaced() -> None:
+    assert outcome({"text": "<html><p>First.</p></html>"})
+    idle = [reader for reader in sandbox.READERS._idle if reader.memory == 256 << 20]
+    for reader in idle:
+        os.kill(reader.process.pid, signal.SIGKILL)
+        assert wait_for_exit(reader.process.pid, 5)
+    second = outcome({"text": "<html><p>Second.</p></html>"})
+    assert isinstance(second, dict)
+    assert second["text"] == "Second."
+
+
 def test_the_worker_s_threads_run_while_a_reader_works() -> None:
     gaps: list[float] = []
     stop = threading.Event()
