@@ -16,6 +16,7 @@ PipelineError                 root of everything the framework raises; .exit_cod
 │   └── SubmitCutShort        a submit stopped part way by Redis: which jobs are queued
 ├── JobNotFound               unknown or expired job id
 ├── DeadLetterNotFound        no dead letter with that id
+├── FileRefused               a job named a local file it may not read (files.read_file)
 └── WaitTimeout               also a TimeoutError, so `except TimeoutError` works
 StageTimeout(TimeoutError)    a stage call ran past its `timeout:`; a failed attempt, as the
                               error of a retry or a dead letter (we raise it, nobody catches it)
@@ -186,6 +187,17 @@ class WaitTimeout(PipelineError, TimeoutError):
         self.job_id = job_id
         self.timeout = timeout
         super().__init__(f"job {job_id!r} not finished after {timeout:g}s")
+
+
+class FileRefused(PipelineError):
+    """A local file a job named, refused: outside PIPELINE_FILES_ROOT, not a regular file,
+    missing, unreadable or too large. `name` is the file as the job wrote it; `problem` never
+    names the host's folders, so the reason can go back to whoever submitted the job."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        self.problem = problem
+        super().__init__(f"{name}: {problem}")
 
 
 # Not `...Error` (pep8-naming N818): user-facing names read as verbs, `raise Retry()`.

@@ -1,25 +1,31 @@
 """extract, the first stage: a document, wherever it is, becomes plain text with metadata.
 
 A job names its document in one of four ways: inline `text`, base64 `content` (with a
-`filename` for the type), a local `path`, or a `file://` `uri`. The type comes from the
-file name's extension, else from the bytes. Anything this stage cannot read is a document
-problem that no retry fixes, so it raises `Fail` with a reason that names the file.
+`filename` for the type), a local `path`, or a `file://` `uri`. Paths and URIs are read by
+framework.files, only inside the folders PIPELINE_FILES_ROOT opens (none by default). The type
+comes from the file name's extension, else from the bytes. Plain text is read here; HTML,
+Markdown and PDF in a reader process with a deadline and a memory limit (sandbox.py), because
+a hostile document can keep their readers busy for minutes or exhaust memory. Anything this
+stage cannot read is a document problem that no retry fixes, so it raises `Fail` with a
+reason that names the document as the job named it, never the host's folders.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from framework import Fail
-from stages.formats import Extracted, read_html, read_markdown, read_pdf, read_text
+from framework import Fail, FileRefused
+from framework.files import MAX_FILE_BYTES, read_file
+from stages.extracted import UTF16_BOMS, Extracted, decode_text
+from stages.formats import read_document, refuse_oversized
+from stages.sandbox import read_isolated
 
 EXTENSIONS = {
     ".txt": "text",
@@ -33,10 +39,14 @@ EXTENSIONS = {
 }
 TYPES = frozenset(EXTENSIONS.values())
 SUPPORTED = ", ".join(EXTENSIONS)
-UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-MAX_FILE_BYTES = 50 * 1024 * 1024  # a guard against pointing a worker at a disk image
+IN_PROCESS = frozenset({"text"})  # readers linear on any input; the others run isolated
+SNIFF_BYTES = 4096
 
-_HTML_START = re.compile(r"\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)\b", re.IGNORECASE | re.DOTALL)
+# Both linear: `\s*+` and `\s++` never give back what they matched. The comments before the
+# tag are skipped with str.find (_looks_like_html): as one pattern, `(<!--.*?-->\s*)*` tried
+# every way of grouping `<!---->` repeats, doubling its time with each one.
+_SPACE = re.compile(r"\s*+")
+_HTML_TAG = re.compile(r"<(?:!doctype\s++html|html)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -84,9 +94,11 @@ def _source(doc: dict[str, Any]) -> Source:
         name = filename or "inline content"
         return Source(name, filename, _decode_base64(doc["content"], name))
     if "path" in doc:
-        return _read_file(Path(str(doc["path"])), filename)
+        path = str(doc["path"])
+        return _read_file(path, path, filename)
     if "uri" in doc:
-        return _read_file(_file_uri_path(str(doc["uri"])), filename)
+        uri = str(doc["uri"])
+        return _read_file(file_uri_path(uri), uri, filename)
     raise Fail("document has none of text, content, path or uri: nothing to extract")
 
 
@@ -100,7 +112,7 @@ def _decode_base64(content: object, name: str) -> bytes:
         raise Fail(f"{name}: content is not valid base64 ({exc})") from exc
 
 
-def _file_uri_path(uri: str) -> Path:
+def file_uri_path(uri: str) -> str:
     """The local path of a `file://` URI; other schemes would need a fetcher this stage lacks."""
     parts = urlsplit(uri)
     if parts.scheme.lower() != "file":
@@ -111,25 +123,18 @@ def _file_uri_path(uri: str) -> Path:
         )
     if parts.netloc not in ("", "localhost"):
         raise Fail(f"{uri}: file URI on host {parts.netloc!r}: only local files are read")
-    return Path(url2pathname(parts.path))
+    return url2pathname(parts.path)
 
 
-def _read_file(path: Path, filename: str | None) -> Source:
-    """Read a local file; a relative path is relative to the worker's working directory."""
-    name = str(path)
+def _read_file(path: str, shown: str, filename: str | None) -> Source:
+    """A local file, as framework.files allows; `shown` is how the job named it."""
+    named = shown if shown.isprintable() else repr(shown)  # reasons stay one line
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise Fail(f"{name}: file is larger than {MAX_FILE_BYTES // 2**20} MiB")
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        where = "" if path.is_absolute() else f" in the working directory {Path.cwd()}"
-        raise Fail(f"{name}: file not found{where}") from exc
-    except IsADirectoryError as exc:
-        raise Fail(f"{name}: is a directory, not a document") from exc
-    except PermissionError as exc:
-        raise Fail(f"{name}: permission denied") from exc
+        data = read_file(path, MAX_FILE_BYTES)
+    except FileRefused as refused:
+        raise Fail(f"{named}: {refused.problem}") from None
     # Other OSErrors (a flaky network mount) propagate: the engine retries them with backoff.
-    return Source(name, filename or path.name, data)
+    return Source(named, filename or PurePath(path).name, data)
 
 
 def _document_type(source: Source, declared: object) -> str:
@@ -140,7 +145,7 @@ def _document_type(source: Source, declared: object) -> str:
         raise Fail(f"{source.name}: unsupported type {declared!r} (supported: {sorted(TYPES)})")
     if isinstance(source.data, bytes) and b"%PDF-" in source.data[:1024]:
         return "pdf"
-    suffix = Path(source.filename).suffix.lower() if source.filename else ""
+    suffix = PurePath(source.filename).suffix.lower() if source.filename else ""
     if suffix in EXTENSIONS:
         return EXTENSIONS[suffix]
     if suffix:
@@ -152,32 +157,36 @@ def _sniff(source: Source) -> str:
     """HTML or plain text, for data without a telling name; binary data is refused."""
     data = source.data
     if isinstance(data, bytes):
-        if b"\x00" in data[:4096] and not data.startswith(UTF16_BOMS):
+        if b"\x00" in data[:SNIFF_BYTES] and not data.startswith(UTF16_BOMS):
             raise Fail(f"{source.name}: unsupported binary content (supported: {SUPPORTED})")
-        data = _decode(data[:4096])
-    return "html" if _HTML_START.match(data) else "text"
+        data = decode_text(data[:SNIFF_BYTES])
+    return "html" if _looks_like_html(data) else "text"
+
+
+def _looks_like_html(text: str) -> bool:
+    """Whether `text` opens, after whitespace and `<!-- -->` comments, with a doctype or <html>."""
+    position = _after_space(text, 0)
+    while text.startswith("<!--", position):
+        closing = text.find("-->", position + 4)
+        if closing < 0:
+            return False
+        position = _after_space(text, closing + 3)
+    return _HTML_TAG.match(text, position) is not None
+
+
+def _after_space(text: str, position: int) -> int:
+    space = _SPACE.match(text, position)
+    return space.end() if space else position
 
 
 def _read(kind: str, source: Source) -> Extracted:
-    """Hand the data to the reader for its type."""
-    if kind == "pdf":
-        if isinstance(source.data, str):
-            raise Fail(f"{source.name}: a PDF must come as base64 content, a path or a uri")
-        return read_pdf(source.data, source.name)
-    if kind == "html":
-        return read_html(source.data)  # given bytes, BeautifulSoup honours the page's charset
-    raw = source.data if isinstance(source.data, str) else _decode(source.data)
-    return read_markdown(raw) if kind == "markdown" else read_text(raw)
-
-
-def _decode(data: bytes) -> str:
-    """UTF-8 (with or without BOM) or UTF-16 with BOM; else Windows-1252, which reads anything."""
-    if data.startswith(UTF16_BOMS):
-        return data.decode("utf-16", errors="replace")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace")
+    """Hand the data to the reader for its type: here for plain text, else in a reader process."""
+    refuse_oversized(kind, len(source.data), source.name)
+    if kind == "pdf" and isinstance(source.data, str):
+        raise Fail(f"{source.name}: a PDF must come as base64 content, a path or a uri")
+    if kind in IN_PROCESS:
+        return read_document(kind, source.data, source.name)
+    return read_isolated(kind, source.data, source.name)
 
 
 def _empty_hint(kind: str) -> str:

@@ -1,61 +1,56 @@
-"""Turn one document format into title, plain text and metadata.
+"""Turn one document format into title, plain text and metadata, within stated limits.
 
 Separate from extract.py, which decides where the bytes come from and which format they are:
-each reader here only knows its format. Every reader returns text in one shape, paragraphs
-separated by a blank line and whitespace inside a paragraph collapsed, which is what the
-sentence splitter in stages/text.py relies on.
+each reader here only knows its format (HTML in html_text.py, front matter in front_matter.py).
+`read_document` is the one entry point: extract calls it in-process for plain text, and the
+reader process (sandbox_child.py) calls it for HTML, Markdown and PDF, whose readers a hostile
+document can keep busy or fill with memory. The limits here are those a reader can check
+itself; time and memory are bounded by that process.
 """
 
 from __future__ import annotations
 
 import io
 import re
-from dataclasses import dataclass, field
-from datetime import date, datetime
 from typing import Any
 
-import yaml
-from bs4 import BeautifulSoup, Tag
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from pypdf import PdfReader
 
 from framework import Fail
+from stages.extracted import Extracted, as_title, decode_text, json_safe, tidy
+from stages.front_matter import split_front_matter
+from stages.html_text import MAX_HTML_BYTES, read_html
 
-# fmt: off
-# Removed before reading an HTML page: they hold menus, ads and code, not the document.
-BOILERPLATE_TAGS = [
-    "script", "style", "noscript", "template", "nav", "header", "footer", "aside",
-    "form", "button", "iframe", "svg", "canvas", "dialog",
-]
-BOILERPLATE_ROLES = ["navigation", "banner", "contentinfo", "complementary", "search"]
-BLOCK_TAGS = [
-    "p", "div", "section", "article", "main", "h1", "h2", "h3", "h4", "h5", "h6", "li",
-    "ul", "ol", "dl", "dt", "dd", "table", "tr", "blockquote", "pre", "figure",
-    "figcaption", "hr", "address", "details", "summary", "caption",
-]
-# fmt: on
-TITLE_MAX_CHARS = 120
+MAX_PDF_BYTES = 50 * 1024 * 1024
+MAX_PDF_PAGES = 2000  # the pages after these are not read; metadata says how many were
 PDF_SHORT_LINE = 0.7  # of the longest line on the page: shorter lines end a paragraph
+SIZE_LIMITS = {"html": MAX_HTML_BYTES, "pdf": MAX_PDF_BYTES}
+KIND_NAMES = {"html": "HTML", "pdf": "PDF", "markdown": "Markdown", "text": "text"}
 
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _LINE_END_HYPHEN = re.compile(r"(\w)-\n(?=[a-z])")
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)---[ \t]*(?:\n|\Z)", re.DOTALL)
 
 
-@dataclass
-class Extracted:
-    """What a reader found in a document."""
+def read_document(kind: str, data: bytes | str, name: str) -> Extracted:
+    """Read `data` as `kind` (text, markdown, html or pdf); `name` is for reasons only."""
+    refuse_oversized(kind, len(data), name)
+    if kind == "pdf":
+        if isinstance(data, str):
+            raise Fail(f"{name}: a PDF must come as base64 content, a path or a uri")
+        return read_pdf(data, name)
+    if kind == "html":
+        return read_html(data, name)  # given bytes, the page's charset is honoured
+    raw = data if isinstance(data, str) else decode_text(data)
+    return read_markdown(raw) if kind == "markdown" else read_text(raw)
 
-    text: str
-    title: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
 
-
-def tidy(raw: str) -> str:
-    """Paragraphs separated by one blank line, each with its whitespace collapsed to spaces."""
-    paragraphs = (" ".join(block.split()) for block in _PARAGRAPH_BREAK.split(raw))
-    return "\n\n".join(p for p in paragraphs if p)
+def refuse_oversized(kind: str, size: int, name: str) -> None:
+    """`Fail` when a document is over its format's size limit, before anything reads it."""
+    limit = SIZE_LIMITS.get(kind)
+    if limit is not None and size > limit:
+        shown = KIND_NAMES[kind]
+        raise Fail(f"{name}: larger than {limit // 2**20} MiB, the limit for {shown}; refused")
 
 
 def read_text(raw: str) -> Extracted:
@@ -63,54 +58,47 @@ def read_text(raw: str) -> Extracted:
     raw = raw.replace("\r\n", "\n")
     first, _, rest = raw.lstrip().partition("\n")
     stands_alone = rest.startswith("\n") or not rest.strip()
-    title = _as_title(first) if stands_alone else None
+    title = as_title(first) if stands_alone else None
     return Extracted(text=tidy(raw), title=title)
 
 
 def read_markdown(raw: str) -> Extracted:
     """Markdown: markup stripped to its text; the title from front matter or the first heading."""
     raw = raw.replace("\r\n", "\n")
-    metadata, body = _front_matter(raw)
+    metadata, body = split_front_matter(raw)
     tokens = MarkdownIt("commonmark").enable(["table", "strikethrough"]).parse(body)
     title = metadata.get("title") or _first_heading(tokens)
-    return Extracted(text=tidy(_markdown_text(tokens)), title=_as_title(title), metadata=metadata)
-
-
-def read_html(raw: bytes | str) -> Extracted:
-    """HTML: boilerplate removed, block elements kept apart as paragraphs."""
-    soup = BeautifulSoup(raw, "html.parser")
-    title = _html_title(soup)
-    metadata = _html_metadata(soup)
-    _remove_boilerplate(soup)
-    body = soup.body or soup
-    for tag in body.find_all(BLOCK_TAGS):
-        tag.insert_before("\n\n")
-        tag.insert_after("\n\n")
-    for tag in body.find_all(["td", "th"]):
-        tag.insert_after(" ")
-    for tag in body.find_all("br"):
-        tag.replace_with("\n")
-    return Extracted(text=tidy(body.get_text()), title=title, metadata=metadata)
+    return Extracted(text=tidy(_markdown_text(tokens)), title=as_title(title), metadata=metadata)
 
 
 def read_pdf(data: bytes, name: str) -> Extracted:
-    """PDF text layer, page by page; metadata from the document information dictionary."""
+    """PDF text layer, page by page (the first 2,000); metadata from the information dictionary."""
+    refuse_oversized("pdf", len(data), name)
     try:
         reader = PdfReader(io.BytesIO(data))
         encrypted = reader.is_encrypted and not reader.decrypt("")
-        pages = [] if encrypted else [page.extract_text() or "" for page in reader.pages]
+        pages = [] if encrypted else _pdf_pages(reader)
         metadata = {} if encrypted else _pdf_metadata(reader)
+    except MemoryError:
+        raise  # the reader process reports it: the document needs more memory than allowed
     # pypdf raises many types on damaged files (PdfReadError, ValueError, KeyError,
     # struct.error...): whatever it raises, the file cannot be read, and retrying won't help.
     except Exception as exc:
-        raise Fail(f"{name}: corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from exc
+        said = " ".join(str(exc).split())[:200]  # one line, whatever pypdf put in it
+        raise Fail(f"{name}: corrupt or unreadable PDF ({type(exc).__name__}: {said})") from exc
     if encrypted:
         raise Fail(f"{name}: PDF is encrypted with a password; cannot read its text")
     # Pages join without a break: a paragraph that runs on to the next page stays whole.
     raw = "".join(_pdf_paragraphs(_LINE_END_HYPHEN.sub(r"\1", page)) for page in pages)
     first_line = raw.strip().partition("\n")[0]
-    title = metadata.get("title") or _as_title(first_line)
+    title = metadata.get("title") or as_title(first_line)
     return Extracted(text=tidy(raw), title=title, metadata=metadata)
+
+
+def _pdf_pages(reader: PdfReader) -> list[str]:
+    """The text of each page read, in order."""
+    count = min(len(reader.pages), MAX_PDF_PAGES)
+    return [reader.pages[number].extract_text() or "" for number in range(count)]
 
 
 def _pdf_paragraphs(page: str) -> str:
@@ -124,41 +112,6 @@ def _pdf_paragraphs(page: str) -> str:
     return "".join(
         line + ("\n\n" if len(line) < width * PDF_SHORT_LINE else "\n") for line in lines
     )
-
-
-def _as_title(candidate: object) -> str | None:
-    """A one-line, not too long, non-empty string; anything else is no title."""
-    if not isinstance(candidate, str):
-        return None
-    title = " ".join(candidate.split())
-    return title if 0 < len(title) <= TITLE_MAX_CHARS else None
-
-
-def _front_matter(raw: str) -> tuple[dict[str, Any], str]:
-    """YAML front matter (`---` lines at the top) as metadata, and the body after it."""
-    match = _FRONT_MATTER.match(raw)
-    if not match:
-        return {}, raw
-    try:
-        parsed = yaml.safe_load(match.group(1))
-    except yaml.YAMLError:
-        return {}, raw  # not front matter after all: keep it as text
-    if not isinstance(parsed, dict):
-        return {}, raw
-    return {str(key): _json_safe(value) for key, value in parsed.items()}, raw[match.end() :]
-
-
-def _json_safe(value: Any) -> Any:
-    """YAML gives dates and nested structures; payloads travel as JSON."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return str(value)
 
 
 def _first_heading(tokens: list[Token]) -> str | None:
@@ -197,38 +150,12 @@ def _inline_text(token: Token) -> str:
     )
 
 
-def _html_title(soup: BeautifulSoup) -> str | None:
-    """`<title>`, else the first `<h1>`, before boilerplate removal can take the header away."""
-    for tag in (soup.title, soup.find("h1")):
-        if isinstance(tag, Tag) and (title := _as_title(tag.get_text())):
-            return title
-    return None
-
-
-def _html_metadata(soup: BeautifulSoup) -> dict[str, Any]:
-    """The page's language and its description, author and keywords meta tags."""
-    metadata: dict[str, Any] = {}
-    html = soup.find("html")
-    if isinstance(html, Tag) and html.get("lang"):
-        metadata["lang"] = str(html["lang"])
-    for name in ("description", "author", "keywords"):
-        tag = soup.find("meta", attrs={"name": name})
-        if isinstance(tag, Tag) and tag.get("content"):
-            metadata[name] = " ".join(str(tag["content"]).split())
-    return metadata
-
-
-def _remove_boilerplate(soup: BeautifulSoup) -> None:
-    """Drop menus, banners, footers, sidebars, scripts and styles, with all they contain."""
-    found = soup.find_all(BOILERPLATE_TAGS) + soup.find_all(role=BOILERPLATE_ROLES)
-    for tag in found:
-        if not tag.decomposed:  # already gone with an ancestor
-            tag.decompose()
-
-
 def _pdf_metadata(reader: PdfReader) -> dict[str, Any]:
     """Page count and the information dictionary's non-empty entries, dates as ISO strings."""
-    metadata: dict[str, Any] = {"pages": len(reader.pages)}
+    pages = len(reader.pages)
+    metadata: dict[str, Any] = {"pages": pages}
+    if pages > MAX_PDF_PAGES:
+        metadata["pages_read"] = MAX_PDF_PAGES
     info = reader.metadata
     if info is None:
         return metadata
@@ -243,5 +170,5 @@ def _pdf_metadata(reader: PdfReader) -> dict[str, Any]:
     }
     for key, value in fields.items():
         if value:
-            metadata[key] = str(value).strip() if isinstance(value, str) else _json_safe(value)
+            metadata[key] = str(value).strip() if isinstance(value, str) else json_safe(value)
     return metadata

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from document_jobs import document_job
 
 from framework import Fail
 from stages.analyze import analyze
@@ -20,7 +21,7 @@ KNOWN = (
 
 
 def analyzed(filename: str) -> dict:
-    return analyze(extract({"path": str(DOCUMENTS / filename)}))
+    return analyze(extract(document_job(DOCUMENTS / filename)))
 
 
 def test_counts_of_a_known_text() -> None:
@@ -78,7 +79,7 @@ def test_keyphrases_do_not_run_across_headings() -> None:
 
 
 def test_fields_pass_on() -> None:
-    doc = extract({"path": str(DOCUMENTS / "redis-streams.md")})
+    doc = extract(document_job(DOCUMENTS / "redis-streams.md"))
     out = analyze(doc)
     assert {key: out[key] for key in doc} == doc
     assert {"language", "language_confidence", "words", "sentences", "keywords"} <= out.keys()

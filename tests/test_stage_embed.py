@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from document_jobs import document_job
 
 import stages.embed
 from framework import Fail
@@ -37,7 +38,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def shipped() -> list[dict[str, Any]]:
-    return [extract({"path": str(path)}) for path in sorted(DOCUMENTS.iterdir())]
+    return [extract(document_job(path)) for path in sorted(DOCUMENTS.iterdir())]
 
 
 # ---------------------------------------------------------------------------------------------

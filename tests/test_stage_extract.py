@@ -1,13 +1,15 @@
 """extract: every shipped document type, every way to name a document, and every refusal.
 
 No Redis: stage functions are plain functions. Refusals must be `Fail` (dead-letter now, a
-retry cannot help) with a reason that names the document.
+retry cannot help) with a reason that names the document. Paths are read only inside
+PIPELINE_FILES_ROOT, which these tests set to the shipped documents unless they say otherwise.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,11 @@ def blank_pdf() -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+@pytest.fixture(autouse=True)
+def documents_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_FILES_ROOT", str(DOCUMENTS))
 
 
 @pytest.mark.parametrize(
@@ -138,16 +145,30 @@ def test_content_gives_the_same_text_as_path() -> None:
     assert by_content["text"] == extract({"path": str(path)})["text"]
 
 
-def test_relative_path_is_relative_to_the_working_directory(
-    monkeypatch: pytest.MonkeyPatch,
+def test_relative_path_is_relative_to_the_first_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.chdir(DOCUMENTS.parent)
+    monkeypatch.setenv(
+        "PIPELINE_FILES_ROOT", os.pathsep.join([str(DOCUMENTS.parent), str(tmp_path)])
+    )
+    monkeypatch.chdir(tmp_path)  # the working directory plays no part
     out = extract({"path": "documents/sourdough.txt"})
     assert out["title"] == "Sourdough Baking at Home"
+    assert out["filename"] == "sourdough.txt"
     with pytest.raises(Fail) as failure:
         extract({"path": "documents/nope.txt"})
-    expected = f"documents/nope.txt: file not found in the working directory {DOCUMENTS.parent}"
-    assert failure.value.reason == expected
+    assert failure.value.reason == "documents/nope.txt: file not found"  # no host folder named
+
+
+def test_paths_need_a_root_but_content_does_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIPELINE_FILES_ROOT")
+    path = DOCUMENTS / "sourdough.txt"
+    for doc in ({"path": str(path)}, {"uri": path.as_uri()}):
+        with pytest.raises(Fail, match="reading local files is off on this worker: set PIPELI"):
+            extract(doc)
+    by_content = extract({"content": b64(path.read_bytes()), "filename": "sourdough.txt"})
+    assert by_content["title"] == "Sourdough Baking at Home"
+    assert extract({"text": path.read_text()})["title"] == "Sourdough Baking at Home"
 
 
 def test_file_uri() -> None:
@@ -217,7 +238,16 @@ REFUSALS = {
     ),
     "unsupported declared type": ({"text": "hello", "type": "rtf"}, "unsupported type 'rtf'"),
     "bad base64": ({"content": "not base64!", "filename": "x.txt"}, "x.txt: content is not valid"),
-    "missing path": ({"path": "/nonexistent/missing.txt"}, "/nonexistent/missing.txt: file not"),
+    "path outside the root": (
+        {"path": "/nonexistent/missing.txt"},
+        "/nonexistent/missing.txt: outside the folders this worker may read",
+    ),
+    "missing path": ({"path": str(DOCUMENTS / "missing.txt")}, "missing.txt: file not found"),
+    "dot dot": ({"path": "../README.md"}, "../README.md: a path may not contain '..'"),
+    "uri outside the root": (
+        {"uri": "file:///etc/passwd"},
+        "file:///etc/passwd: outside the folders this worker may read",
+    ),
     "http uri": (
         {"uri": "https://example.com/doc.html"},
         "https://example.com/doc.html: unsupported URI scheme (https://)",
@@ -244,7 +274,8 @@ def test_truncated_shipped_pdf_fails() -> None:
         extract({"content": b64(head), "filename": "cut.pdf"})
 
 
-def test_empty_file_and_directory_fail(tmp_path: Path) -> None:
+def test_empty_file_and_directory_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_FILES_ROOT", str(tmp_path))
     empty = tmp_path / "empty.md"
     empty.write_bytes(b"")
     with pytest.raises(Fail, match=r"empty\.md: no text after extraction"):

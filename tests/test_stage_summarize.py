@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import structlog
+from document_jobs import document_job
 from structlog.testing import capture_logs
 
 from framework import Fail, Retry
@@ -45,7 +46,7 @@ def _no_llm_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_extractive_summary_of_a_shipped_document() -> None:
-    doc = extract({"path": str(DOCUMENTS / "sourdough.txt")})
+    doc = extract(document_job(DOCUMENTS / "sourdough.txt"))
     out = await summarize(doc)
     assert out["summary_method"] == "extractive"
     picked = sentences(out["summary"])
