@@ -28,6 +28,7 @@ from framework.cli.common import FileOption, UsageProblem, connected, load_pipel
 from framework.cli.display import first_line, json_line, result_lines
 from framework.cli.documents import Document, check_sizes, find_documents
 from framework.errors import BacklogFull, PipelineError, WaitTimeout
+from framework.files import ROOTS_VARIABLE
 from framework.jobs import Job
 from framework.pipeline import Pipeline
 
@@ -171,6 +172,13 @@ def write_output(path: Path, outcomes: list[Outcome]) -> None:
             output.write(json_line(record) + "\n")
 
 
+def allow_reading_from(paths: list[Path]) -> None:
+    """The stages here may read exactly the folders given (a file's own folder for a file):
+    what a job names by `path` is read only there (framework.files), whatever it says."""
+    folders = [path if path.is_dir() else path.parent for path in paths]
+    os.environ[ROOTS_VARIABLE] = os.pathsep.join(str(folder.resolve()) for folder in folders)
+
+
 def run_command(
     ctx: typer.Context,
     paths: Annotated[
@@ -188,6 +196,7 @@ def run_command(
     documents = find_documents(paths)
     if output is not None and not output.parent.is_dir():
         raise UsageProblem(f"--output {output}: no folder {output.parent}")
+    allow_reading_from(paths)
     logs.configure(level=os.environ.get("PIPELINE_LOG_LEVEL") or "error")
     pipeline = load_pipeline(ctx)
     check_sizes(documents, pipeline.spec.max_payload)
