@@ -459,3 +459,19 @@ async def test_status_shows_no_lag_when_nothing_follows_the_last_delivered_entry
     finally:
         await pipeline.close_async()
     assert (stats.stages[0].lag, stats.stages[0].lag_exact) == (0, True)
+
+
+def test_a_folder_is_walked_without_following_a_symlink_out_of_it(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    write_pipeline(tmp_path, pipeline_name, TWO_STAGES, SAME)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the host's secret")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("fine")
+    (folder / "b.txt").symlink_to(folder / "a.txt")  # inside: followed
+    (folder / "out.txt").symlink_to(secret)
+    result = cli(tmp_path, "submit", "docs")
+    assert_one_line_error(result, 2, "docs/out.txt: a symlink that leads out of docs")
+    assert "secret" not in result.stdout

@@ -73,13 +73,23 @@ def find_documents(paths: Sequence[Path]) -> list[Document]:
 
 
 def _walk(folder: Path) -> list[Document]:
+    """The files under `folder`; a symlink is followed only where it stays inside `folder`
+    (os.walk does not descend into linked folders), so a folder handed in cannot hand out
+    the rest of the host (a link to ~/.ssh or /etc)."""
     found: list[Document] = []
+    inside = folder.resolve()
     for root, folders, files in os.walk(folder):
         folders[:] = [name for name in folders if not name.startswith(".")]
         for name in files:
             path = Path(root) / name
-            if not name.startswith(".") and path.is_file():
-                found.append(Document(path, path.relative_to(folder).as_posix()))
+            if name.startswith(".") or not path.is_file():
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(inside):
+                raise UsageProblem(
+                    f"{path}: a symlink that leads out of {folder}; it is not followed "
+                    "(name the file itself to submit it)"
+                )
+            found.append(Document(path, path.relative_to(folder).as_posix()))
     return sorted(found, key=lambda document: document.name)
 
 
