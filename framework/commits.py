@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 
 from framework import scripts
-from framework.config import PipelineSpec, StageSpec
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
 from framework.scripts import AsyncRedis
+from framework.specs import PipelineSpec, StageSpec
 from framework.wire import MAX_SEQUENCE, Delivery, text
 
 Finished = tuple[Delivery, Outcome, float]  # the message, its outcome, the call's duration (s)

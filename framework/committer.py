@@ -18,10 +18,10 @@ import structlog
 from redis.exceptions import ResponseError
 
 from framework.commits import Committed, Finished, commit
-from framework.config import PipelineSpec, StageSpec
 from framework.connection import retry_forever
 from framework.groups import is_missing_group
 from framework.scripts import AsyncRedis
+from framework.specs import PipelineSpec, StageSpec
 
 log = structlog.get_logger()
 

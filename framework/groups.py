@@ -13,8 +13,8 @@ from datetime import timedelta
 from redis.exceptions import ResponseError
 
 from framework import scripts
-from framework.config import PipelineSpec
 from framework.connection import AsyncClient, Server
+from framework.specs import PipelineSpec
 from framework.wire import text
 
 

@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from framework.config import StageSpec
 from framework.context import Context
 from framework.durations import format_duration
 from framework.errors import StageImportError, StageTimeout
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, decide
+from framework.specs import StageSpec
 from framework.wire import Delivery
 
 

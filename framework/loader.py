@@ -20,15 +20,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from framework.config import (
-    STAGE_INPUT_TAGS,
-    PipelineConfig,
-    PipelineSpec,
-    RedisConfig,
-    StageSettings,
-    resolve,
-)
+from framework.config import STAGE_INPUT_TAGS, PipelineConfig, RedisConfig, StageSettings
 from framework.errors import ConfigError
+from framework.specs import PipelineSpec, resolve
 
 Loc = tuple[str | int, ...]
 

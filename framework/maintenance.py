@@ -21,10 +21,10 @@ from typing import cast
 import structlog
 
 from framework import scripts
-from framework.config import PipelineSpec
 from framework.connection import REDIS_ERRORS, TRANSIENT_ERRORS, AsyncClient
 from framework.groups import reader_groups
 from framework.retention import trim
+from framework.specs import PipelineSpec
 
 log = structlog.get_logger()
 

@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from framework import scripts
 from framework.channels import Channel, open_channel
-from framework.config import PipelineSpec, StageSpec
 from framework.connection import (
     REDIS_ERRORS,
     TRANSIENT_ERRORS,
@@ -37,6 +36,7 @@ from framework.invocation import StageFunction
 from framework.job_ids import new_job_id
 from framework.jobs import Job, read_job, wait_for_jobs
 from framework.loader import load_spec
+from framework.specs import PipelineSpec, StageSpec
 from framework.wire import check_size, encode_payload
 from framework.worker import StageWorker
 

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from framework import scripts
-from framework.config import PipelineSpec, StageSpec
 from framework.connection import AsyncClient
 from framework.durations import parse_duration
+from framework.specs import PipelineSpec, StageSpec
 from framework.stats import server_time_ms
 from framework.wire import ENTRY_ID, MAX_SEQUENCE, Entry, decode_entry, entries, next_id
 

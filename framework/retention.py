@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from framework import scripts
-from framework.config import Retention
 from framework.connection import AsyncClient
+from framework.specs import Retention
 
 # Bounded work per call keeps each script short; a stream far over its limit catches up over
 # a few calls instead of blocking the server for one long one.

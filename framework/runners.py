@@ -16,7 +16,6 @@ from redis.exceptions import ResponseError
 from structlog.typing import FilteringBoundLogger
 
 from framework.committer import Committer
-from framework.config import StageSpec
 from framework.connection import AsyncClient, retry_forever
 from framework.context import Context
 from framework.groups import is_missing_group
@@ -24,6 +23,7 @@ from framework.inbox import Inbox
 from framework.invocation import StageFunction
 from framework.leases import count_runs
 from framework.outcome import DeadLetter, Outcome, Skip
+from framework.specs import StageSpec
 from framework.wire import Delivery
 
 SKIP = Skip()

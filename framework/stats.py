@@ -20,8 +20,8 @@ from typing import Any, cast
 from redis.exceptions import ResponseError
 
 from framework import scripts
-from framework.config import PipelineSpec, StageSpec
 from framework.connection import AsyncClient, Server
+from framework.specs import PipelineSpec, StageSpec
 from framework.wire import text
 
 LAG_SCAN_CAP = 1000  # entries counted after a group's last-delivered id when XINFO has no lag

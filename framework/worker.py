@@ -23,7 +23,6 @@ from framework.backpressure import Downstream, Gate
 from framework.channels import Channel
 from framework.commits import Finished
 from framework.committer import Committer
-from framework.config import PipelineSpec, StageSpec
 from framework.connection import (
     TRANSIENT_ERRORS,
     UNREACHABLE,
@@ -47,6 +46,7 @@ from framework.logs import logging_enabled
 from framework.maintenance import Housekeeper
 from framework.outcome import DeadLetter, Drop, Emit, Outcome, RetryLater, Skip
 from framework.runners import Runners
+from framework.specs import PipelineSpec, StageSpec
 from framework.wire import Delivery, decode_flat_entry, raw_read_entries
 
 log = structlog.get_logger()

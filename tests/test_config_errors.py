@@ -15,9 +15,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from framework.config import PipelineSpec
 from framework.errors import ConfigError
 from framework.loader import load_spec
+from framework.specs import PipelineSpec
 
 DESIGN_EXAMPLE = """\
 name: docs                       # names the keys: every key of this pipeline is under {docs}

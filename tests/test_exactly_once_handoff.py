@@ -22,11 +22,11 @@ from framework import commits, loader
 from framework.channels import Channel, open_channel
 from framework.commits import Finished
 from framework.committer import CLOSE_TIMEOUT, Committer
-from framework.config import PipelineSpec, StageSpec
 from framework.connection import connect
 from framework.groups import ensure_groups
 from framework.jobs import job_from_hash
 from framework.outcome import DeadLetter, Drop, Emit, RetryLater, Skip
+from framework.specs import PipelineSpec, StageSpec
 from framework.wire import Delivery, decode_flat_entry, raw_read_entries
 
 # a -> b -> c, and d reading a as well (so a's outputs go to two groups).

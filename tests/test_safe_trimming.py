@@ -8,9 +8,9 @@ from pathlib import Path
 from pipelines import outputs_per_job, write_pipeline
 from servers import RedisServer, async_wait_until
 
-from framework.config import Retention
 from framework.pipeline import Pipeline
 from framework.retention import trim
+from framework.specs import Retention
 from framework.testing import running_pipeline
 
 CODE = """

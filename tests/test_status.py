@@ -13,9 +13,9 @@ from servers import RedisServer, async_wait_until
 
 from framework import scripts
 from framework.cli.dead import purge, redrive, selected_pages
-from framework.config import Retention
 from framework.pipeline import Pipeline
 from framework.retention import trim
+from framework.specs import Retention
 from framework.stats import read_stats, throughput
 from framework.testing import running_pipeline
 

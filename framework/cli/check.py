@@ -9,9 +9,9 @@ from __future__ import annotations
 import typer
 
 from framework.cli.common import FileOption, load_pipeline
-from framework.config import StageSpec
 from framework.invocation import StageFunction
 from framework.pipeline import Pipeline
+from framework.specs import StageSpec
 
 
 def import_stages(pipeline: Pipeline) -> list[StageSpec]:

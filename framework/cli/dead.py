@@ -30,9 +30,9 @@ from framework.cli.common import (
     run,
 )
 from framework.cli.display import duration_ms, first_line, json_line
-from framework.config import PipelineSpec
 from framework.connection import AsyncClient
 from framework.errors import DeadLetterNotFound
+from framework.specs import PipelineSpec
 from framework.wire import ENTRY_ID, entries, next_id, previous_id
 
 PAGE = 200
