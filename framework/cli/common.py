@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from framework.connection import AsyncClient
+from framework.durations import parse_duration
 from framework.errors import UsageProblem
 
 __all__ = ["UsageProblem"]  # the commands import it from here, beside what they share
@@ -98,3 +99,23 @@ async def connected(pipeline: Pipeline) -> AsyncIterator[AsyncClient]:
         yield await pipeline.client()
     finally:
         await pipeline.close_async()
+
+
+# Workers and `serve` start in containers that may come up before Redis does: an unreachable
+# server (or a reply lost on the way) is waited for this long at start, then one line, exit 1.
+# Once running, a worker waits for Redis for as long as it takes.
+DEFAULT_STARTUP_WAIT = "60s"
+StartupWaitOption = Annotated[
+    str,
+    typer.Option(
+        envvar="PIPELINE_STARTUP_WAIT",
+        help="How long to wait for an unreachable Redis at start before exiting 1.",
+    ),
+]
+
+
+def parse_startup_wait(value: str) -> float:
+    try:
+        return parse_duration(value).total_seconds()
+    except ValueError as error:
+        raise UsageProblem(f"--startup-wait: {error}") from None

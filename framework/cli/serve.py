@@ -23,13 +23,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
-from framework.cli.worker import (
+from framework.cli.common import (
     DEFAULT_STARTUP_WAIT,
-    STOP_SIGNALS,
+    FileOption,
     StartupWaitOption,
+    UsageProblem,
+    connected,
+    load_pipeline,
     parse_startup_wait,
+    run,
 )
+from framework.cli.signals import STOP_SIGNALS
 from framework.errors import PipelineError
 
 if TYPE_CHECKING:

@@ -12,18 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from types import FrameType
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-noted: list[int] = []
-
-
-def _note(signum: int, frame: FrameType | None) -> None:
-    noted.append(signum)
+from framework.cli.signals import STOP_SIGNALS, note, noted
 
 
 def main() -> None:
-    previous = {signum: signal.signal(signum, _note) for signum in STOP_SIGNALS}
+    previous = {signum: signal.signal(signum, note) for signum in STOP_SIGNALS}
     from framework.cli.app import main as run_command  # imported here: the slow part
 
     if "worker" not in sys.argv[1:]:

@@ -1,7 +1,6 @@
-"""`pipeline worker STAGE | --all`: a stage's consumer, for a container; and its signal handling.
+"""`pipeline worker STAGE | --all`: a stage's consumer, for a container.
 
-The only place in the framework that installs signal handlers (a library must not take its
-host's signals): SIGTERM or SIGINT sets the stopping event, so the worker stops reading and
+SIGTERM or SIGINT (cli/signals.py) sets the stopping event, so the worker stops reading and
 finishes or hands back what it holds within the grace period, then exits 0. A second signal
 exits at once with 130; what was in flight stays pending and is reclaimed after its lease.
 """
@@ -11,40 +10,27 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
-import sys
 from datetime import timedelta
 from typing import Annotated
 
 import structlog
 import typer
 
-from framework.cli import startup
-from framework.cli.common import FileOption, UsageProblem, check_stage, load_pipeline, run
+from framework.cli.common import (
+    DEFAULT_STARTUP_WAIT,
+    FileOption,
+    StartupWaitOption,
+    UsageProblem,
+    check_stage,
+    load_pipeline,
+    parse_startup_wait,
+    run,
+)
+from framework.cli.signals import install_stop_handlers
 from framework.durations import parse_duration
 from framework.pipeline import Pipeline
 
 log = structlog.get_logger()
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def install_stop_handlers(stopping: asyncio.Event) -> None:
-    """First SIGTERM/SIGINT: graceful stop. Second: exit 130 now, without cleanup."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stopping.is_set():
-            log.warning("shutdown_forced", signal=signal.Signals(signum).name)
-            sys.stderr.flush()
-            os._exit(130)  # at once: atexit would join the threads of a hung stage call
-        log.info("shutdown_requested", signal=signal.Signals(signum).name)
-        stopping.set()
-
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, on_signal, signum)
-    if startup.noted:  # stopped while still starting: nothing is held yet, stop at once
-        on_signal(startup.noted[0])
 
 
 def freeze_startup_heap() -> None:
@@ -65,7 +51,7 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def serve(
+async def run_workers(
     pipeline: Pipeline, stages: list[str] | None, concurrency: int | None, grace: timedelta
 ) -> None:
     stopping = asyncio.Event()
@@ -83,26 +69,6 @@ def parse_grace_period(value: str) -> timedelta:
         return parse_duration(value)
     except ValueError as error:
         raise UsageProblem(f"--grace-period: {error}") from None
-
-
-# Workers and `serve` start in containers that may come up before Redis does: an unreachable
-# server (or a reply lost on the way) is waited for this long at start, then one line, exit 1.
-# Once running, a worker waits for Redis for as long as it takes.
-DEFAULT_STARTUP_WAIT = "60s"
-StartupWaitOption = Annotated[
-    str,
-    typer.Option(
-        envvar="PIPELINE_STARTUP_WAIT",
-        help="How long to wait for an unreachable Redis at start before exiting 1.",
-    ),
-]
-
-
-def parse_startup_wait(value: str) -> float:
-    try:
-        return parse_duration(value).total_seconds()
-    except ValueError as error:
-        raise UsageProblem(f"--startup-wait: {error}") from None
 
 
 def worker(
@@ -131,4 +97,4 @@ def worker(
     names = list(dict.fromkeys(stages or ()))
     for name in names:
         check_stage(pipeline, name)
-    run(serve(pipeline, None if all_stages else names, concurrency, grace))
+    run(run_workers(pipeline, None if all_stages else names, concurrency, grace))

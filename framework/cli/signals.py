@@ -1,0 +1,44 @@
+"""Stop signals, in one place: which they are, those noted before a command took them over,
+and the worker's handlers (the first stops gracefully, a second at once).
+
+Commands are the only code that takes signals: a library must not take its host's. This module
+imports nothing slow, so that the entry point (startup.py) can note signals from its first
+instruction, before the rest of the CLI is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from types import FrameType
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+noted: list[int] = []  # stop signals that arrived before a command installed its handlers
+
+
+def note(signum: int, frame: FrameType | None) -> None:
+    noted.append(signum)
+
+
+def install_stop_handlers(stopping: asyncio.Event) -> None:
+    """First SIGTERM/SIGINT: graceful stop (`stopping` is set). Second: exit 130 now, without
+    cleanup: what is in flight stays pending and is reclaimed after its lease."""
+    import structlog
+
+    log = structlog.get_logger()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+            sys.stderr.flush()
+            os._exit(130)  # at once: atexit would join the threads of a hung stage call
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    if noted:  # stopped while still starting: nothing is held yet, stop at once
+        on_signal(noted[0])
