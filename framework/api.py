@@ -30,9 +30,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from framework import __version__
 from framework.connection import BUSY_SERVER_ERRORS
 from framework.dashboard import dashboard_html
+from framework.dead_letters import Selection, newest_first, purge_selected, retry
 from framework.errors import (
     BacklogFull,
     BodyNotJson,
+    DeadLetterNotFound,
     JobNotFound,
     NotAuthorized,
     PayloadError,
@@ -40,6 +42,7 @@ from framework.errors import (
     PipelineError,
     RedisUnavailable,
     TooManyWaits,
+    UsageProblem,
     WaitTimeout,
     WrongContentType,
 )
@@ -54,6 +57,8 @@ FILE_FIELDS = ("path", "uri")  # how a document names a file on the workers' sid
 
 STATUS_OF: tuple[tuple[type[Exception], int], ...] = (
     (BodyNotJson, 400),  # the first match counts: subclasses before their base class
+    (UsageProblem, 422),
+    (DeadLetterNotFound, 404),
     (WrongContentType, 415),
     (PayloadTooLarge, 413),
     (PayloadError, 422),
@@ -96,6 +101,7 @@ def create_app(pipeline: Pipeline, token: str | None = None, max_waits: int = MA
     authorized = Depends(bearer_token(token))
     add_job_routes(app, pipeline, authorized, max_waits)
     add_status_routes(app, pipeline, authorized, token)
+    add_dead_letter_routes(app, pipeline, authorized)
     add_docs_routes(app, authorized)
     return app
 
@@ -121,7 +127,9 @@ async def read_json_body(request: Request, limit: int) -> Any:
     sending more never gets its body into our memory."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
-        raise WrongContentType("POST /jobs takes a JSON body: send Content-Type: application/json")
+        raise WrongContentType(
+            f"POST {request.url.path} takes a JSON body: send Content-Type: application/json"
+        )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body is {declared} bytes, over max_payload {limit}")
@@ -214,6 +222,58 @@ def add_status_routes(app: FastAPI, pipeline: Pipeline, authorized: Any, token: 
     async def dashboard() -> HTMLResponse:
         """The page holds no data: its script reads /status, with the token it asks for."""
         return HTMLResponse(dashboard_html(pipeline.name, pipeline.stage_names))
+
+
+MAX_SELECTION_BYTES = 1024 * 1024  # a body naming dead letters: ids, a stage, or all
+
+
+async def read_selection(request: Request) -> Selection:
+    """`{"ids": [...]}`, `{"stage": "embed"}` or `{"all": true}`, as `pipeline dead` takes
+    IDs, --stage or --all."""
+    body = await read_json_body(request, MAX_SELECTION_BYTES)
+    if not isinstance(body, dict):
+        body = {"ids": None}
+    ids, stage, everything = body.get("ids", []), body.get("stage"), body.get("all", False)
+    if not (
+        isinstance(ids, list)
+        and all(isinstance(entry, str) for entry in ids)
+        and isinstance(stage, str | None)
+        and isinstance(everything, bool)
+    ):
+        raise UsageProblem('select letters with {"ids": [...]}, {"stage": "S"} or {"all": true}')
+    selection = Selection(tuple(ids), stage, everything)
+    selection.check()
+    return selection
+
+
+def add_dead_letter_routes(app: FastAPI, pipeline: Pipeline, authorized: Any) -> None:
+    """What `pipeline dead` does, over HTTP (framework/dead_letters.py)."""
+
+    @app.get("/dead", dependencies=[authorized])
+    async def dead_letters(
+        stage: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 20
+    ) -> dict[str, Any]:
+        """Dead letters, newest first, with their payloads."""
+        client = await pipeline.client()
+        letters = []
+        async for letter in newest_first(client, pipeline.spec, stage):
+            letters.append(letter.to_dict())
+            if len(letters) >= limit:
+                break
+        return {"letters": letters}
+
+    @app.post("/dead/retry", dependencies=[authorized])
+    async def retry_letters(request: Request) -> dict[str, int]:
+        """Send letters back to the stage that failed them, as a fresh first attempt."""
+        selection = await read_selection(request)
+        retried, skipped = await retry(await pipeline.client(), pipeline.spec, selection)
+        return {"retried": retried, "skipped": skipped}
+
+    @app.post("/dead/purge", dependencies=[authorized])
+    async def purge_letters(request: Request) -> dict[str, int]:
+        """Delete letters for good."""
+        selection = await read_selection(request)
+        return {"purged": await purge_selected(await pipeline.client(), pipeline.spec, selection)}
 
 
 def add_docs_routes(app: FastAPI, authorized: Any) -> None:

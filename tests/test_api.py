@@ -127,3 +127,28 @@ async def test_without_redis_health_and_submit_are_503(tmp_path: Path) -> None:
         submitted = await http.post("/jobs", json={"text": "a"})
         assert submitted.status_code == 503
         assert "cannot reach Redis" in submitted.json()["detail"]
+
+
+async def test_dead_letters_are_listed_retried_and_purged_over_http(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    code = "from framework import Fail\n\ndef no(doc):\n    raise Fail('never')\n"
+    path = write_pipeline(tmp_path, pipeline_name, 'one:\n  function: "{mod}:no"', code)
+    async with running_pipeline(path, redis7.url) as pipeline, http_client(pipeline) as http:
+        jobs = [(await http.post("/jobs", json={"n": n})).json()["job"] for n in range(3)]
+        for job in jobs:
+            await http.get(f"/jobs/{job}/wait", params={"timeout": 10})
+        letters = (await http.get("/dead", params={"limit": 2})).json()["letters"]
+        assert len(letters) == 2
+        assert letters[0]["error"] == "Fail: never"
+        assert letters[0]["data"] == {"n": 2}, "newest first, payload as JSON"
+        refused = await http.post("/dead/retry", json={"ids": ["x"], "all": True})
+        assert refused.status_code == 422
+        missing = await http.post("/dead/retry", json={"ids": ["1-1"]})
+        assert missing.status_code == 404
+        retried = await http.post("/dead/retry", json={"ids": [letters[0]["dead_id"]]})
+        assert retried.json() == {"retried": 1, "skipped": 0}
+        await http.get(f"/jobs/{jobs[2]}/wait", params={"timeout": 10})
+        purged = await http.post("/dead/purge", json={"stage": "one"})
+        assert purged.json() == {"purged": 3}
+        assert (await http.get("/dead")).json() == {"letters": []}

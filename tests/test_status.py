@@ -12,7 +12,7 @@ from pipelines import write_pipeline
 from servers import RedisServer, async_wait_until
 
 from framework import scripts
-from framework.cli.dead import purge, redrive, selected_pages
+from framework.dead_letters import purge, redrive, selected_pages
 from framework.pipeline import Pipeline
 from framework.retention import trim
 from framework.specs import Retention
