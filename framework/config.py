@@ -175,6 +175,7 @@ class StageSettings(Model):
     start: Literal["beginning", "new"] | None = None
     concurrency: Count | None = None
     batch: Count | None = None
+    prefetch: Count | None = None
     timeout: PositiveDuration | None = None
     max_attempts: Count | None = None
     retry_backoff: Duration | None = None

@@ -1,4 +1,6 @@
-"""Import a stage's `module:function`, read its signature once, and serve it as one async call.
+"""Import a stage's `module:function`, read its signature once, and call it: an async function
+on the event loop (`call`, `call_batch`), a plain one in a runner thread (`call_in_thread`,
+`call_batch_in_thread`; worker/thread_runners.py owns the threads and their timeouts).
 
 Everything a user function can do (return a dict, a model, a list, None; raise; hang; block)
 becomes exactly one outcome per message here, so the worker never sees a user exception.
@@ -7,13 +9,11 @@ becomes exactly one outcome per message here, so the worker never sees a user ex
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib
 import inspect
 import sys
 import typing
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +72,6 @@ class StageFunction:
         self.is_async = inspect.iscoroutinefunction(self.function)
         self.model, self.wants_context = self._read_signature(source)
         self._direct = self.is_async and not self.wants_context and spec.timeout is None
-        self.executor: ThreadPoolExecutor | None = None
-        if not self.is_async:
-            self.executor = self._new_executor()
-
-    def _new_executor(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(
-            max_workers=self.spec.concurrency, thread_name_prefix=f"stage-{self.spec.name}"
-        )
 
     def _read_signature(self, source: str) -> tuple[type[BaseModel] | None, bool]:
         field = f"stages.{self.spec.name}.function"
@@ -107,11 +99,7 @@ class StageFunction:
                 )
         return _payload_model(hints.get(payload.name), self.spec.batch is not None), wants_context
 
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-
-    # -- calling -----------------------------------------------------------------------------
+    # -- one message -----------------------------------------------------------------------
 
     def prepare(self, delivery: Delivery) -> Any | DeadLetter:
         """The argument for one payload, or the dead letter it earns without running."""
@@ -140,33 +128,29 @@ class StageFunction:
             )
             return DeadLetter(f"payload does not match {self.model.__name__}: {summary}")
 
-    async def _invoke(self, argument: Any, context: Context | None) -> Any:
-        args = (argument, context) if self.wants_context else (argument,)
-        if self.is_async:
-            call = self.function(*args)
-        else:
-            loop = asyncio.get_running_loop()
-            call = loop.run_in_executor(self.executor, functools.partial(self.function, *args))
-        if self.spec.timeout is None:
-            return await call
-        try:
-            return await asyncio.wait_for(call, self.spec.timeout.total_seconds())
-        except TimeoutError:
-            if self.executor is not None:
-                # A thread cannot be stopped: leave it to finish on its own and give the
-                # stage fresh threads, so calls behind it are not timed out while they wait.
-                self.executor.shutdown(wait=False)
-                self.executor = self._new_executor()
-            raise StageTimeout(
-                f"stage call ran past its timeout of {format_duration(self.spec.timeout)}"
-            ) from None
-
     def failure(self, error: BaseException, delivery: Delivery) -> Outcome:
         """The outcome of a call that raised: a retry or a dead letter."""
         spec = self.spec
         return decide(
             error, delivery.attempt, spec.max_attempts, spec.retry_backoff, spec.retry_backoff_max
         )
+
+    def timed_out(self, delivery: Delivery) -> Outcome:
+        """The outcome of a call that ran past the stage's `timeout`: a failed attempt."""
+        assert self.spec.timeout is not None
+        limit = format_duration(self.spec.timeout)
+        return self.failure(StageTimeout(f"stage call ran past its timeout of {limit}"), delivery)
+
+    def outcome(self, result: Any) -> Outcome:
+        """The outcome of a call that returned `result`."""
+        if type(result) is dict:  # the common case, without the general path's checks
+            try:
+                data = orjson.dumps(result)
+            except TypeError:
+                return self._emit(result)
+            if len(data) <= self.max_payload:
+                return Emit((data,))
+        return self._emit(result)
 
     def _emit(self, result: Any) -> Outcome:
         if result is None:
@@ -197,32 +181,46 @@ class StageFunction:
         around each call. None for every other kind of function: use `call`."""
         return self.function if self._direct else None
 
-    def outcome(self, result: Any) -> Outcome:
-        """The outcome of a call that returned `result`."""
-        if type(result) is dict:  # the common case, without the general path's checks
-            try:
-                data = orjson.dumps(result)
-            except TypeError:
-                return self._emit(result)
-            if len(data) <= self.max_payload:
-                return Emit((data,))
-        return self._emit(result)
+    def _arguments(self, argument: Any, context: Context | None) -> tuple[Any, ...]:
+        return (argument, context) if self.wants_context else (argument,)
 
     async def call(self, delivery: Delivery, context: Context | None) -> Outcome:
-        """Run the function on one message; every way it can end is an outcome."""
+        """An async function on one message; every way it can end is an outcome."""
         argument = self.prepare(delivery)
         if type(argument) is DeadLetter:
             return argument
         try:
-            result = await self._invoke(argument, context)
+            result = await self._awaited(self.function(*self._arguments(argument, context)))
+        except StageTimeout:
+            return self.timed_out(delivery)
         except Exception as error:  # user code: any failure is an outcome, never a crash
             return self.failure(error, delivery)
         return self.outcome(result)
 
-    async def call_batch(
-        self, deliveries: list[Delivery], context: Context | None
-    ) -> list[Outcome]:
-        """Run a `batch:` function; each item is then acknowledged, retried or dead-lettered."""
+    def call_in_thread(self, delivery: Delivery, context: Context | None) -> Outcome:
+        """A plain function on one message, in the runner thread that calls this."""
+        argument = self.prepare(delivery)
+        if type(argument) is DeadLetter:
+            return argument
+        try:
+            result = self.function(*self._arguments(argument, context))
+        except Exception as error:  # user code: any failure is an outcome, never a crash
+            return self.failure(error, delivery)
+        return self.outcome(result)
+
+    async def _awaited(self, call: Awaitable[Any]) -> Any:
+        if self.spec.timeout is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, self.spec.timeout.total_seconds())
+        except TimeoutError:
+            raise StageTimeout from None
+
+    # -- a batch -----------------------------------------------------------------------------
+
+    def _prepared(
+        self, deliveries: list[Delivery]
+    ) -> tuple[list[Outcome | None], list[Any], list[int]]:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         arguments, positions = [], []
         for position, delivery in enumerate(deliveries):
@@ -232,30 +230,59 @@ class StageFunction:
             else:
                 arguments.append(argument)
                 positions.append(position)
+        return outcomes, arguments, positions
+
+    async def call_batch(
+        self, deliveries: list[Delivery], context: Context | None
+    ) -> list[Outcome]:
+        """An async `batch:` function; each item is then acknowledged, retried or
+        dead-lettered on its own."""
+        outcomes, arguments, positions = self._prepared(deliveries)
         if arguments:
-            for position, outcome in zip(
-                positions,
-                await self._call_batch(arguments, deliveries, positions, context),
-                strict=True,
-            ):
-                outcomes[position] = outcome
+            try:
+                results = await self._awaited(self.function(*self._arguments(arguments, context)))
+            except StageTimeout:
+                results = StageTimeout()
+            except Exception as error:  # the whole batch failed: each item a failed attempt
+                results = error
+            self._fill(outcomes, positions, deliveries, arguments, results)
         return [outcome if outcome is not None else Drop() for outcome in outcomes]
 
-    async def _call_batch(
-        self,
-        arguments: list[Any],
-        deliveries: list[Delivery],
-        positions: list[int],
-        ctx: Context | None,
+    def call_batch_in_thread(
+        self, deliveries: list[Delivery], context: Context | None
     ) -> list[Outcome]:
-        try:
-            results = await self._invoke(arguments, ctx)
-            if not isinstance(results, list | tuple) or len(results) != len(arguments):
-                got = len(results) if isinstance(results, list | tuple) else type(results).__name__
-                raise TypeError(
-                    f"batch function must return one result per payload: "
-                    f"got {got} for {len(arguments)}"
-                )
-        except Exception as error:  # the whole batch failed: each item gets a failed attempt
-            return [self.failure(error, deliveries[p]) for p in positions]
-        return [self._emit(result) for result in results]
+        """A plain `batch:` function, in the runner thread that calls this."""
+        outcomes, arguments, positions = self._prepared(deliveries)
+        if arguments:
+            try:
+                results: Any = self.function(*self._arguments(arguments, context))
+            except Exception as error:  # the whole batch failed: each item a failed attempt
+                results = error
+            self._fill(outcomes, positions, deliveries, arguments, results)
+        return [outcome if outcome is not None else Drop() for outcome in outcomes]
+
+    def _fill(
+        self,
+        outcomes: list[Outcome | None],
+        positions: list[int],
+        deliveries: list[Delivery],
+        arguments: list[Any],
+        results: Any,
+    ) -> None:
+        """Each item's outcome from what the batch call returned (or raised)."""
+        if isinstance(results, StageTimeout):
+            for position in positions:
+                outcomes[position] = self.timed_out(deliveries[position])
+            return
+        if not isinstance(results, BaseException) and (
+            not isinstance(results, list | tuple) or len(results) != len(arguments)
+        ):
+            got = len(results) if isinstance(results, list | tuple) else type(results).__name__
+            results = TypeError(
+                f"batch function must return one result per payload: got {got} for {len(arguments)}"
+            )
+        for index, position in enumerate(positions):
+            if isinstance(results, BaseException):
+                outcomes[position] = self.failure(results, deliveries[position])
+            else:
+                outcomes[position] = self._emit(results[index])

@@ -89,12 +89,40 @@ def _result_order(field: str) -> tuple[int, int, int, str]:
     return int(milliseconds or 0), int(sequence or 0), int(n), prefix
 
 
-def _results(raw: dict[str, str]) -> list[Any]:
-    fields = sorted((f for f in raw if f.startswith("result.")), key=_result_order)
-    return [orjson.loads(raw[f]) for f in fields]
+def _result_fields(raw: dict[str, str]) -> list[str]:
+    return sorted((f for f in raw if f.startswith("result.")), key=_result_order)
 
 
-def job_from_hash(job_id: str, raw_bytes: Fields, stage_order: Iterable[str]) -> Job:
+async def _results(client: AsyncClient, keys: Keys, raw: dict[str, str]) -> list[Any]:
+    """The job's results: each field holds the id of the result's entry in its stage's output
+    stream, read back here (or, written by an older version, the result itself). A result
+    whose entry retention has trimmed is left out."""
+    fields = _result_fields(raw)
+    if not fields:
+        return []
+    wanted = [(name, raw[name]) for name in fields]
+    references = [(name, value) for name, value in wanted if ENTRY_ID.match(value)]
+    entries: dict[str, Any] = {}
+    if references:
+        pipe = client.pipeline(transaction=False)
+        for name, value in references:
+            pipe.xrange(keys.stage(name.split(".", 2)[1]), value, value)
+        for (name, _), reply in zip(references, await pipe.execute(), strict=True):
+            found = range_reply(reply)
+            if found:
+                entries[name] = orjson.loads(found[0][1][b"data"])
+    results = []
+    for name, value in wanted:
+        if name in entries:
+            results.append(entries[name])
+        elif not ENTRY_ID.match(value):
+            results.append(orjson.loads(value))
+    return results
+
+
+def job_from_hash(
+    job_id: str, raw_bytes: Fields, stage_order: Iterable[str], results: list[Any] | None = None
+) -> Job:
     raw = {k.decode(): v.decode() for k, v in raw_bytes.items()}
     timings = [
         StageTiming(stage, int(raw.get(f"{stage}.ms", 0)), int(raw[f"{stage}.at"]))
@@ -110,9 +138,16 @@ def job_from_hash(job_id: str, raw_bytes: Fields, stage_order: Iterable[str]) ->
         outstanding=_int(raw, "outstanding") or 0,
         failed=_int(raw, "failed") or 0,
         error=raw.get("error"),
-        results=_results(raw),
+        results=results or [],
         stages=tuple(timings),
     )
+
+
+async def job_with_results(
+    client: AsyncClient, keys: Keys, job_id: str, raw_bytes: Fields, stages: Iterable[str]
+) -> Job:
+    raw = {k.decode(): v.decode() for k, v in raw_bytes.items()}
+    return job_from_hash(job_id, raw_bytes, stages, await _results(client, keys, raw))
 
 
 async def queued_bare_entry(client: AsyncClient, keys: Keys, job_id: str) -> bool:
@@ -132,7 +167,7 @@ async def _job_hash(client: AsyncClient, keys: Keys, job_id: str) -> Fields:
 async def read_job(client: AsyncClient, keys: Keys, job_id: str, stages: Iterable[str]) -> Job:
     raw = await _job_hash(client, keys, job_id)
     if raw:
-        return job_from_hash(job_id, raw, stages)
+        return await job_with_results(client, keys, job_id, raw, stages)
     if await queued_bare_entry(client, keys, job_id):
         return queued(job_id)
     raise JobNotFound(job_id)
@@ -169,7 +204,7 @@ async def wait_for_jobs(
                 if not await queued_bare_entry(client, keys, job_id):
                     raise JobNotFound(job_id)
                 continue
-            job = job_from_hash(job_id, raw, stages)
+            job = await job_with_results(client, keys, job_id, raw, stages)
             if job.finished:
                 waiting.discard(job_id)
                 finished[job_id] = job

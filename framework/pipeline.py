@@ -19,7 +19,6 @@ import structlog
 from pydantic import BaseModel
 
 from framework import scripts
-from framework.channels import Channel, open_channel
 from framework.connection import (
     REDIS_ERRORS,
     TRANSIENT_ERRORS,
@@ -39,6 +38,7 @@ from framework.loader import load_spec
 from framework.specs import PipelineSpec, StageSpec
 from framework.wire import check_size, encode_payload
 from framework.worker import StageWorker
+from framework.worker.channels import Channel, open_channel
 
 T = TypeVar("T")
 

@@ -150,7 +150,8 @@ async def replay(client: AsyncClient, spec: PipelineSpec, stage: StageSpec, span
                 skipped += 1
                 continue
             keys = [stage.input_stream, spec.keys.job(entry.job)]
-            calls.append((keys, [entry.job, entry.data, stage.name, entry.trace, now_ms, ttl]))
+            args = [entry.job, entry.data, stage.name, entry.trace, now_ms, ttl, entry.timings]
+            calls.append((keys, args))
         if calls:
             await replay_script.many(client, calls)
         replayed += len(calls)

@@ -43,6 +43,7 @@ class StageSpec:
     start: Literal["beginning", "new"]
     concurrency: int
     batch: int | None
+    prefetch: int | None  # messages held at most; None: the read-ahead rule decides
     timeout: timedelta | None
     max_attempts: int
     retry_backoff: timedelta
@@ -228,6 +229,7 @@ def _stage_spec(
         start=_or(settings.start, "beginning"),
         concurrency=_or(settings.concurrency, 1),
         batch=settings.batch,
+        prefetch=settings.prefetch,
         timeout=settings.timeout,
         max_attempts=_or(settings.max_attempts, 3),
         retry_backoff=backoff,

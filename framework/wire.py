@@ -3,7 +3,10 @@ helpers every reader of streams shares (entry ids, ranges, replies as text).
 
 An entry carries `job`, `data` (JSON) and an optional `trace`. An entry with no `data` field
 was written by plain Redis Streams code: its fields are the payload and its id is the job id.
-Retries carry two more fields: `for` (the one stage that should run it) and `attempt`.
+Between stages an entry also carries `timings` (each stage it passed: "stage,at_ms,ms;...",
+written to the job hash when the job ends) and, once its job has more than one message in
+flight, `fanout` ("1"). Retries carry two more fields: `for` (the one stage that should run
+it) and `attempt`.
 """
 
 from __future__ import annotations
@@ -87,11 +90,18 @@ def decode_flat_entry(message_id: bytes, flat: list[bytes]) -> Delivery:
     """`decode_entry` for an entry as XREADGROUP sends it, [field, value, ...]: the common
     fresh message (job and data, in the order the engine writes them) without a dict."""
     length = len(flat)
-    if length == 4 and flat[0] == b"job" and flat[2] == b"data":
-        try:
-            return Delivery(message_id.decode(), flat[1].decode(), flat[3], "", 1, 1)
+    if length == 6 and flat[0] == b"job" and flat[2] == b"data" and flat[4] == b"timings":
+        try:  # between stages
+            return Delivery(
+                message_id.decode(), flat[1].decode(), flat[3], "", 1, 1, timings=flat[5].decode()
+            )
         except UnicodeDecodeError:
             pass  # decode_entry says what is wrong
+    if length == 4 and flat[0] == b"job" and flat[2] == b"data":
+        try:  # as submitted
+            return Delivery(message_id.decode(), flat[1].decode(), flat[3], "", 1, 1)
+        except UnicodeDecodeError:
+            pass
     if length == 2 and flat[0] == b"data":  # `XADD input * data ...`: its own job
         entry_id = message_id.decode()
         return Delivery(entry_id, entry_id, flat[1], "", 1, 1)
@@ -113,6 +123,8 @@ class Delivery:
     # (reclaim.lua sets the count back; the worker sets it forward as it starts the call).
     claimed: bool = False
     problem: str | None = None  # an entry that cannot be read: it goes to the dead letters
+    timings: str = ""  # the stages it passed: "stage,at_ms,ms;..."
+    fanout: bool = False  # its job has (or had) more than one message in flight
 
 
 def decode_entry(
@@ -145,6 +157,7 @@ def _decode(entry_id: str, fields: Fields, deliveries: int) -> Delivery:
     earlier = fields.get(b"attempt")
     target = fields.get(b"for")
     trace = fields.get(b"trace")
+    timings = fields.get(b"timings")
     return Delivery(
         entry_id,
         job.decode() if job else entry_id,
@@ -153,6 +166,8 @@ def _decode(entry_id: str, fields: Fields, deliveries: int) -> Delivery:
         (int(earlier) if earlier else 0) + deliveries,
         deliveries,
         target.decode() if target else None,
+        timings=timings.decode() if timings else "",
+        fanout=fields.get(b"fanout") == b"1",
     )
 
 

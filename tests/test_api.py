@@ -119,7 +119,7 @@ async def test_status_health_and_dashboard(
 
 async def test_without_redis_health_and_submit_are_503(tmp_path: Path) -> None:
     path = write_pipeline(tmp_path, "api-nowhere", TWO_STAGES, SAME)
-    pipeline = Pipeline.load(path, {"REDIS_URL": "redis://127.0.0.1:1"})
+    pipeline = Pipeline.load(path, {"REDIS_URL": "redis://127.0.0.1:1"}, redis_wait=0.2)
     async with http_client(pipeline) as http:
         health = await http.get("/healthz")
         assert health.status_code == 503

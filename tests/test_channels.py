@@ -10,8 +10,8 @@ import pytest
 import redis
 from servers import RedisServer
 
-from framework.channels import open_channel
 from framework.wire import raw_read_entries
+from framework.worker.channels import open_channel
 
 
 async def test_replies_come_back_as_hiredis_parsed_them(

@@ -17,9 +17,9 @@ from servers import RedisServer, wait_until
 
 from framework.connection import connect
 from framework.groups import ensure_groups, retire_consumers
-from framework.maintenance import Housekeeper
 from framework.pipeline import Pipeline
 from framework.testing import running_pipeline
+from framework.worker.housekeeping import Housekeeper
 
 CODE = "def same(doc):\n    return doc\n"
 

@@ -1,7 +1,8 @@
-"""The commit step (commit.lua through `commits.commit`): a message leaves its stage's pending
-list only together with its outputs, dead letter or retry, and only if this consumer still
-owns it; repeating a commit, or committing a message twice in one batch, writes nothing twice;
-job hashes count messages in flight (fan-out aware) and end jobs done or failed.
+"""The commit step (commit.lua through `commit_call.commit`): a message leaves its stage's
+pending list only together with its outputs, dead letter or retry, and only if this consumer
+still owns it; repeating a commit, or committing a message twice in one batch, writes nothing
+twice; job hashes count messages in flight once a job fans out, carry per-stage timings from
+the messages when the job ends, and end jobs done or failed.
 
 Driven directly, without worker processes, so that each case sets up exactly the ownership and
 outcomes it is about, on both supported Redis versions.
@@ -16,18 +17,23 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from servers import RedisServer
 
-from framework import commits, loader
-from framework.channels import Channel, open_channel
-from framework.commits import Finished
-from framework.committer import CLOSE_TIMEOUT, Committer
+from framework import loader
 from framework.connection import connect
 from framework.groups import ensure_groups
-from framework.jobs import job_from_hash
+from framework.jobs import read_job
 from framework.outcome import DeadLetter, Drop, Emit, RetryLater, Skip
 from framework.specs import PipelineSpec, StageSpec
 from framework.wire import Delivery, decode_flat_entry, raw_read_entries
+from framework.worker import commit_call
+from framework.worker.backpressure import Gate
+from framework.worker.channels import Channel, open_channel
+from framework.worker.commit_call import Finished
+from framework.worker.committer import CLOSE_TIMEOUT, Committer
+from framework.worker.holdings import Holdings
+from framework.worker.inbox import Inbox
 
 # a -> b -> c, and d reading a as well (so a's outputs go to two groups).
 STAGES = """
@@ -62,6 +68,11 @@ def stage(spec: PipelineSpec, name: str) -> StageSpec:
     return spec.stage(name)
 
 
+def held(spec: PipelineSpec) -> Holdings:
+    """A worker's holdings for stage a, with no stage downstream to hold it back."""
+    return Holdings(stage(spec, "a"), Inbox(), Gate(None, []), structlog.get_logger())  # type: ignore[arg-type]
+
+
 async def deliver(channel: Channel, stage: StageSpec, consumer: str = "c1") -> list[Delivery]:
     reply = await channel.execute(
         *("XREADGROUP", "GROUP", stage.name, consumer, "COUNT", 1000),
@@ -77,7 +88,7 @@ def emitted(deliveries: list[Delivery], *payloads: bytes) -> list[Finished]:
 async def commit(
     channel: Channel, spec: PipelineSpec, name: str, finished: list[Finished], consumer: str = "c1"
 ) -> list[bool]:
-    return (await commits.commit(channel, spec, stage(spec, name), consumer, finished)).owned
+    return (await commit_call.commit(channel, spec, stage(spec, name), consumer, finished)).owned
 
 
 def pending(server: RedisServer, stream: str, group: str) -> int:
@@ -124,10 +135,11 @@ async def test_a_plain_batch_goes_on_once_and_its_jobs_are_tracked_to_the_end(
     assert [o["job"] for o in outputs] == ids  # an entry with no job field is its own job
     started = job(redis_server, spec, ids[0])
     assert started["state"] == "running"
-    assert started["outstanding"] == "2"  # a's output is read by b and by d
+    assert started["outstanding"] == "2"  # a's output is read by b and by d: it fans out
     assert started["submitted"] == ids[0].split("-")[0]
-    assert "a.at" in started
-    assert started["a.ms"] == "2"
+    assert "a.at" not in started  # timings travel with the messages until the job ends
+    stage_a, at_ms, ms = outputs[0]["timings"].split(",")
+    assert (stage_a, ms, outputs[0]["fanout"]) == ("a", "2", "1")
 
     await through(channel, spec, "d")  # a leaf (nothing reads d): one of two messages is out
     halfway = job(redis_server, spec, ids[0])
@@ -135,9 +147,10 @@ async def test_a_plain_batch_goes_on_once_and_its_jobs_are_tracked_to_the_end(
     assert halfway["outstanding"] == "1"
     assert f"result.d.{ids[0]}.1" not in halfway  # keyed by the id of d's input message
     assert sum(k.startswith("result.") for k in halfway) == 1
+    assert (halfway["a.at"], halfway["a.ms"], halfway["d.ms"]) == (at_ms, "2", "2")
     assert entries(redis_server, spec.keys.done) == []
     await through(channel, spec, "b")
-    assert "b.at" in job(redis_server, spec, ids[0])
+    assert entries(redis_server, spec.keys.stage("b"))[0]["timings"].startswith(f"a,{at_ms},2;b,")
     assert entries(redis_server, spec.keys.done) == []
 
 
@@ -153,7 +166,15 @@ async def test_jobs_end_when_every_leaf_is_through_with_results_and_a_done_entry
     ended = job(redis_server, spec, ids[3])
     assert ended["state"] == "done"
     assert ended["outstanding"] == "0"
-    assert sorted(v for k, v in ended.items() if k.startswith("result.")) == ['{"n": 3}'] * 2
+    assert {"a.at", "b.at", "c.at", "d.at"} <= set(ended)
+    references = [v for k, v in ended.items() if k.startswith("result.")]
+    assert len(references) == 2  # entry ids in c's and d's streams: each result stored once
+    client, _ = await connect(redis_server.url)
+    try:
+        read = await read_job(client, spec.keys, ids[3], [s.name for s in spec.stages])
+    finally:
+        await client.aclose()
+    assert read.results == [{"n": 3}] * 2
     with redis_server.client() as client:
         assert 0 < client.ttl(spec.keys.job(ids[3])) <= int(spec.result_ttl.total_seconds())
 
@@ -167,9 +188,8 @@ async def test_two_last_stages_keep_both_results_when_their_inputs_have_the_same
     with redis_server.client() as client:
         client.hset(spec.keys.job(job_id), mapping={"state": "running", "outstanding": 2})
         for stream in (spec.keys.stage("a"), spec.keys.stage("b")):
-            client.xadd(
-                stream, {"job": job_id, "data": b'{"via": "' + stream.encode() + b'"}'}, id="5-0"
-            )
+            data = b'{"via": "' + stream.encode() + b'"}'
+            client.xadd(stream, {"job": job_id, "data": data, "fanout": "1"}, id="5-0")
     for name in ("c", "d"):
         delivered = await deliver(channel, stage(spec, name))
         assert [d.message_id for d in delivered] == ["5-0"]
@@ -180,10 +200,11 @@ async def test_two_last_stages_keep_both_results_when_their_inputs_have_the_same
         "result.c.5-0.1",
         "result.d.5-0.1",
     ]
-    with redis_server.client() as client:
-        read = job_from_hash(
-            job_id, client.hgetall(spec.keys.job(job_id)), [s.name for s in spec.stages]
-        )
+    client, _ = await connect(redis_server.url)
+    try:
+        read = await read_job(client, spec.keys, job_id, [s.name for s in spec.stages])
+    finally:
+        await client.aclose()
     assert read.results == [{"via": spec.keys.stage("b")}, {"via": spec.keys.stage("a")}]
 
 
@@ -201,23 +222,30 @@ async def test_a_repeated_commit_writes_nothing_twice(
 async def test_a_repeat_after_a_lost_reply_tells_its_own_commits_from_a_takeover(
     redis_server: RedisServer, spec: PipelineSpec, channel: Channel
 ) -> None:
-    """The first call ran and its reply was lost; meanwhile another consumer took one message
-    over and committed it, and took another without committing it yet. The repeat names the
-    three its first call committed as ours, and only the two others as lost."""
+    """Another consumer took two of five messages over (one it has committed since, one not
+    yet); the first call committed the other three, and its reply was lost. The repeat names
+    the three as committed before, and only the two others as lost."""
     add_bare(redis_server, spec, 5)
     deliveries = await deliver(channel, stage(spec, "a"))
-    first, now_ms = deliveries[:3], 1_700_000_000_000
-    await commits.commit(channel, spec, stage(spec, "a"), "c1", emitted(first), now_ms)
     taken, committed_by_other = deliveries[3].message_id, deliveries[4]
     with redis_server.client() as client:
         client.xclaim(spec.keys.input, "a", "c2", 0, [taken, committed_by_other.message_id])
     assert await commit(channel, spec, "a", emitted([committed_by_other]), consumer="c2") == [True]
-    repeat = await commits.commit(
+    now_ms = 1_700_000_000_000
+    first = await commit_call.commit(
+        channel, spec, stage(spec, "a"), "c1", emitted(deliveries), now_ms
+    )
+    assert first.owned == [True, True, True, False, False]  # the reply that was lost
+    repeat = await commit_call.commit(
         channel, spec, stage(spec, "a"), "c1", emitted(deliveries), now_ms, repeated=True
     )
     assert repeat.owned == [True, True, True, False, False]
-    assert repeat.before == {d.message_id for d in first}
+    assert repeat.before == {d.message_id for d in deliveries[:3]}
     assert len(entries(redis_server, spec.keys.stage("a"))) == 4, "nothing written twice"
+    not_repeated = await commit_call.commit(
+        channel, spec, stage(spec, "a"), "c1", emitted(deliveries[:1]), now_ms
+    )
+    assert (not_repeated.owned, not_repeated.before) == ([False], frozenset())
 
 
 async def test_a_message_another_consumer_reclaimed_is_left_to_it(
@@ -346,8 +374,9 @@ async def test_each_message_keeps_its_own_job_and_timing(
     seconds = (0.001, 0.0, 0.25)
     finished = [(d, Emit((d.data,)), s) for d, s in zip(deliveries, seconds, strict=True)]
     assert all(await commit(channel, spec, "a", finished))
-    assert [o["job"] for o in entries(redis_server, spec.keys.stage("a"))] == [*bare, "report-7"]
-    assert [job(redis_server, spec, j)["a.ms"] for j in [*bare, "report-7"]] == ["1", "0", "250"]
+    outputs = entries(redis_server, spec.keys.stage("a"))
+    assert [o["job"] for o in outputs] == [*bare, "report-7"]
+    assert [o["timings"].rpartition(",")[2] for o in outputs] == ["1", "0", "250"]
     assert job(redis_server, spec, "report-7")["outstanding"] == "2"
 
 
@@ -355,29 +384,23 @@ async def test_a_closing_committer_commits_what_finished_then_stops(
     redis_server: RedisServer, spec: PipelineSpec, channel: Channel
 ) -> None:
     add_bare(redis_server, spec, 30)
-    settled: list[tuple[int, list[bool]]] = []
-    committer = Committer(
-        channel,
-        spec,
-        stage(spec, "a"),
-        "c1",
-        lambda batch, statuses: settled.append((len(batch), statuses)),
-        lambda error, delay: None,
-    )
+    holdings = held(spec)
+    committer = Committer(channel, spec, stage(spec, "a"), "c1", holdings, structlog.get_logger())
     task = asyncio.ensure_future(committer.run())
     for finished in emitted(await deliver(channel, stage(spec, "a"))):
-        committer.add(finished)
+        holdings.accept(finished[0])
+        committer.add([finished])
+    assert len(holdings) == 30
     started = time.monotonic()
     await committer.close(task)  # right away: the 30 are not committed yet
     assert time.monotonic() - started < CLOSE_TIMEOUT / 2  # it did not wait to be cut short
     assert task.done()
-    assert sum(count for count, _ in settled) == 30
-    assert all(all(statuses) for _, statuses in settled)
+    assert len(holdings) == 0, "each was committed and settled"
     assert pending(redis_server, spec.keys.input, "a") == 0
 
 
 async def test_an_idle_committer_stops_at_once(spec: PipelineSpec, channel: Channel) -> None:
-    committer = Committer(channel, spec, stage(spec, "a"), "c1", lambda b, s: None, print)
+    committer = Committer(channel, spec, stage(spec, "a"), "c1", held(spec), structlog.get_logger())
     task = asyncio.ensure_future(committer.run())
     await asyncio.sleep(0.01)
     started = time.monotonic()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from framework.inbox import Inbox
 from framework.wire import Delivery
+from framework.worker.inbox import Inbox
 
 
 def _delivery(n: int) -> Delivery:

@@ -14,9 +14,9 @@ from pipelines import job_states, start_worker, stop, write_pipeline
 from servers import RedisServer, wait_until
 
 from framework.connection import Server, connect
-from framework.leases import count_runs, reclaim
 from framework.pipeline import Pipeline
 from framework.wire import Delivery
+from framework.worker.leases import mark_started, reclaim
 
 CODE = """
 import asyncio, os, time
@@ -206,9 +206,9 @@ async def test_a_reclaimed_message_costs_an_attempt_only_when_its_run_starts(
         assert again.attempt == 2
         assert await deliveries() == 1
 
-        assert await count_runs(client, stream, group, "third", [again]) == {entry}
+        assert await mark_started(client, stream, group, "third", [again]) == {entry}
         assert await deliveries() == 2  # its run started
-        assert await count_runs(client, stream, group, "second", [held]) == set()  # not ours
+        assert await mark_started(client, stream, group, "second", [held]) == set()  # not ours
         assert (await reclaimed_by("fourth")).attempt == 3
     finally:
         await client.aclose()

@@ -132,8 +132,10 @@ def test_start_up_rides_out_a_lost_reply_on_each_of_its_steps(
     worker = start_worker(path, "one", proxy.url, log=log)
     try:
         with Pipeline.load(path, {"REDIS_URL": redis_server.url}) as pipeline:
-            job = pipeline.submit({"n": 1})
-            wait_until(lambda: pipeline.status(job).stages, timeout=30, what="stage one ran")
+            pipeline.submit({"n": 1})
+        with redis_server.client() as client:
+            output = f"{{{pipeline_name}}}:one"
+            wait_until(lambda: client.xlen(output), timeout=30, what="stage one ran")
         assert proxy.stats().faults[Fault.DROP_REPLY] == 1
         assert worker.poll() is None, log.read_text()
     finally:

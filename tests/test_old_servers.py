@@ -10,7 +10,7 @@ from datetime import timedelta
 from servers import RedisServer
 
 from framework.connection import Server, connect
-from framework.leases import reclaim
+from framework.worker.leases import reclaim
 
 
 async def test_reclaim_without_xautoclaim_takes_idle_messages_with_their_delivery_count(

@@ -15,8 +15,8 @@ from servers import RedisServer, wait_until
 
 from framework import scripts
 from framework.connection import connect
-from framework.leases import LeaseKeeper
 from framework.pipeline import Pipeline
+from framework.worker.leases import LeaseKeeper
 
 CODE = """
 import time

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,17 @@ def test_payloads_that_are_not_json_or_too_large_are_refused_and_nothing_is_writ
         assert client.xlen(f"{{{pipeline_name}}}:input") == 0
 
 
-def test_unreachable_redis_is_one_clear_error(tmp_path: Path) -> None:
+def test_unreachable_redis_is_one_clear_error_after_the_wait(tmp_path: Path) -> None:
     path = write_pipeline(tmp_path, "nowhere", STAGES, CODE)
+    started = time.monotonic()
     with (
-        Pipeline.load(path, {"REDIS_URL": "redis://127.0.0.1:1"}) as pipeline,
-        pytest.raises(RedisUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1"),
+        Pipeline.load(path, {"REDIS_URL": "redis://127.0.0.1:1"}, redis_wait=1) as pipeline,
+        pytest.raises(
+            RedisUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:1 \(waited 1s\)"
+        ),
     ):
         pipeline.submit({"text": "a"})
+    assert 1 <= time.monotonic() - started < 10
 
 
 async def test_entries_xadded_before_any_worker_or_submit_are_processed(

@@ -20,7 +20,7 @@ def import_stages(pipeline: Pipeline) -> list[StageSpec]:
     source = spec.label or spec.source.name
     checked = []
     for stage in spec.stages:
-        StageFunction(stage, spec.base_dir, source, spec.max_payload).close()
+        StageFunction(stage, spec.base_dir, source, spec.max_payload)
         checked.append(stage)
     return checked
 

@@ -22,7 +22,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from framework import logs
-from framework.backpressure import backlog
 from framework.cli.check import import_stages
 from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import first_line, json_line, result_lines
@@ -31,6 +30,7 @@ from framework.errors import BacklogFull, PipelineError, WaitTimeout
 from framework.files import ROOTS_VARIABLE
 from framework.jobs import Job
 from framework.pipeline import Pipeline
+from framework.worker.backpressure import backlog
 
 SUBMIT_CHUNK = 100  # documents read and submitted per round trip
 GRACE_PERIOD = timedelta(seconds=10)

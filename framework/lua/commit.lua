@@ -1,12 +1,24 @@
 -- commit.lua: the exit of a batch of messages from a stage's pending list, in one atomic step.
 --
 -- For each message: check that this consumer still owns it (it is in our pending list), then
--- write its outputs, or its dead letter, or its delayed retry, XACK it and update its job hash.
+-- write its outputs, or its dead letter, or its delayed retry, XACK it and account for its job.
 -- A message we no longer own (reclaimed by another worker) is left alone: its late result is
 -- dropped. Repeating the call after a lost reply is safe: committed messages are no longer ours.
--- A repeated call (ARGV[15]) also says which of those it committed itself the first time, so
--- that a lost reply is not reported as lost work: its `now` is the first call's, and a message
--- that is in nobody's pending list while its job hash has this stage's time at `now` was.
+-- A repeated call (ARGV[12]) also says which of those it committed itself the first time, so a
+-- lost reply is not reported as lost work: every call leaves its `now` (and the ids it found
+-- lost, if any) in the stats hash under this consumer's name, and a repeat with the same `now`
+-- finds it there if the first call ran: what that call did not find lost, it committed.
+--
+-- Payloads are only stored: they reach XADD as the arguments they came in, never decoded.
+--
+-- Job accounting, in few calls per message. A message carries the per-stage timings of its path
+-- (`timings`: "stage,at_ms,ms;..."), written to the job hash as `STAGE.at`/`STAGE.ms` when the
+-- job ends, not at every stage. A job has one message in flight until a stage emits several
+-- outputs, or several stages read one (branching); from then on its messages carry `fanout` and
+-- only they touch the `outstanding` counter. So a job that never fans out is written when it is
+-- submitted, when its first stage takes it (`state` running) and when it ends.
+-- The last stage's outputs are the job's results: the hash holds each one's entry id in the
+-- output stream (`result.STAGE.MESSAGE_ID.N`), so a result is stored once.
 --
 -- KEYS[1]  input stream            the stream the stage reads
 -- KEYS[2]  output stream           {name}:STAGE
@@ -14,266 +26,222 @@
 -- KEYS[4]  retry zset              {name}:retry
 -- KEYS[5]  done stream             {name}:done
 -- KEYS[6]  stats hash              {name}:stats: outputs, dead letters and waiting retries
---                                  counted by stage, so that status reads no payload
+--                                  counted by stage (status reads no payload), commit markers
 -- Job hashes are {name}:job:ID, built here from ARGV[8]: they share the pipeline's hash tag,
--- so they live in the same cluster slot as KEYS[1..5] (one key per message would cost more to
--- send than the rest of the commit).
+-- so they live in the same cluster slot as KEYS[1..6].
 --
 -- ARGV[1]  group                   ARGV[5]  fan: groups reading the output (0: last stage)
 -- ARGV[2]  consumer                ARGV[6]  result_ttl in seconds
 -- ARGV[3]  now in ms               ARGV[7]  "1" when the input is a source (jobs may be new)
 -- ARGV[4]  stage name              ARGV[8]  job key prefix, {name}:job:
 -- ARGV[9], ARGV[10]  the lowest and highest message id of the batch (for the ownership query)
--- ARGV[11] n, the number of plain messages: one output payload, no trace (the common case)
--- ARGV[12] the other messages, JSON, or "": [[id, job, kind, trace, attempt, elapsed_ms, [args]], ...]
--- ARGV[13] the elapsed ms of every plain message when they are all the same, else ""
--- ARGV[14] "1" when every plain message is its own job (a source's bare entries), else "0"
--- ARGV[15] "1" when this call repeats one whose reply was lost, else "0"
---   kind E (emit): args are the output payloads     kind D (drop): no args
---   kind R (retry): due_ms, zset member            kind X (dead): data, error, traceback
---   kind S (skip: a retry meant for another stage): no args, no job accounting
--- ARGV[16..] the plain messages, as columns of n values each: ids; jobs ("" where the entry is
---   its own job; left out when ARGV[14] is "1"); elapsed ms (left out when ARGV[13] has it);
---   payloads. Columns, not one JSON document: Redis makes each argument a Lua string as it
---   reads the command, which costs less than cjson, and the XACK of a whole batch is then one
---   unpack() of the id column.
--- Returns {lost, committed_before}: the ids of messages that are not ours any more (taken over
--- by another consumer: their results are dropped), and, in a repeated call, of those this
--- consumer committed in the call whose reply was lost. {{}, {}} when every message was committed.
+-- ARGV[11] n, the number of messages
+-- ARGV[12] "1" when this call repeats one whose reply was lost, else "0"
+-- ARGV[13..18] how the columns below come, one header each, in this order: jobs, kinds,
+--   counts, timings, traces, fanouts. "*": a column of n values follows; "=X": every message
+--   has X (so the column is left out); for jobs also "@": every message is its own job.
+-- ARGV[19..] the id column (n values), then each column whose header is "*", then the
+--   arguments of every message in turn, `count` of them:
+--   kind E (emit): the output payloads            kind D (drop): none
+--   kind R (retry): due_ms, zset member           kind X (dead): data, error, traceback, attempts
+--   kind S (skip: a retry meant for another stage): none, and no job accounting
+-- Returns {lost, committed_before}: ids of messages that are not ours any more (taken over by
+-- another consumer: their results are dropped), and, in a repeated call, ids that the call
+-- whose reply was lost committed. {{}, {}} when every message was committed.
 --
--- Cost matters here (each redis.call costs about as much as the command it runs): the plain
--- path makes one call per output and one or two per job hash, and passes numbers as strings
--- (a Lua number turned into a command argument goes through sprintf).
+-- Cost matters here (each redis.call costs about as much as the command it runs): numbers go
+-- as strings (a Lua number turned into a command argument goes through sprintf).
 
 local input, output, dead, retry, done, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, consumer, now, stage = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local fan, ttl, source, prefix = tonumber(ARGV[5]), ARGV[6], ARGV[7] == "1", ARGV[8]
-local plain, others, same_time = tonumber(ARGV[11]), ARGV[12], ARGV[13]
--- Where each column starts (the n values of a column are at start + 1 .. start + n); false
--- for a column left out.
-local ids = 15
-local repeated = ARGV[15] == "1"
-local jobs = ARGV[14] ~= "1" and ids + plain
-local times = same_time == "" and (jobs or ids) + plain
-local payloads = (times or jobs or ids) + plain
+local n, repeated = tonumber(ARGV[11]), ARGV[12] == "1"
 local call = redis.call
-local none = {}
-local at_field, ms_field = stage .. ".at", stage .. ".ms"
--- `result.<stage>.<message id>.<n>`: message ids are unique within a stream, not across two
--- last stages (both streams can have an entry 1700000000000-0), so the stage is part of it.
+local marker = "commit." .. consumer
 local result_field = "result." .. stage .. "."
 
--- Ownership: what is still pending for this consumer in the batch's span of ids, in one query
--- (a worker may hold many more messages than it commits at once: the span keeps this small).
+-- Columns: where each starts (values at start + 1 .. start + n), or the one value of all.
+local ids = 18
+local next_column = ids + n
+local function column(header)
+  if header == "*" then
+    local start = next_column
+    next_column = next_column + n
+    return start, nil
+  end
+  return nil, string.sub(header, 2)
+end
+local jobs_at, job_all = column(ARGV[13])
+local kinds_at, kind_all = column(ARGV[14])
+local counts_at, count_all = column(ARGV[15])
+local timings_at, timing_all = column(ARGV[16])
+local traces_at, trace_all = column(ARGV[17])
+local fanouts_at, fanout_all = column(ARGV[18])
+local own_jobs = ARGV[13] == "@"
+local function value(at, all, i) if at then return ARGV[at + i] end return all end
+
+-- Ownership: what is still pending for this consumer in the batch's span of ids, in one query.
 -- mine[id]: true while ours, false once committed here (the same id twice commits once).
 local mine = {}
 for _, entry in ipairs(call("XPENDING", input, group, ARGV[9], ARGV[10], 1000000, consumer)) do
   mine[entry[1]] = true
 end
-
--- Time this stage let go of the job's message (and, at the last stage, its result, under
--- `result_field`: unique, so no counter is needed); on a source stage also the job's
--- start: HSET answers how many fields are new, and an existing job hash always has `state`.
-local function touch(jobkey, job, id, elapsed, extra)
-  if not source and extra == none then  -- the common case, without building a table
-    call("HSET", jobkey, at_field, now, ms_field, elapsed)
-    return
-  end
-  local fields = {at_field, now, ms_field, elapsed}
-  for _, value in ipairs(extra) do fields[#fields + 1] = value end
-  if not source then
-    call("HSET", jobkey, unpack(fields))
-    return
-  end
-  fields[#fields + 1] = "state"
-  fields[#fields + 1] = "running"
-  if job == id then
-    -- An entry that names no job is its own job, and this is its one exit from the source
-    -- stage (a retry comes back as a new entry naming it): the job hash starts here, in one go.
-    fields[#fields + 1] = "outstanding"
-    fields[#fields + 1] = "1"
-    fields[#fields + 1] = "submitted"
-    fields[#fields + 1] = string.match(id, "^%d+")
-    call("HSET", jobkey, unpack(fields))
-    call("EXPIRE", jobkey, ttl)
-    return
-  end
-  local added = call("HSET", jobkey, unpack(fields))
-  if added == #fields / 2 then
-    -- A job named by an entry but never submitted through us, or whose hash expired: it
-    -- starts here.
-    call("HSET", jobkey, "outstanding", "1", "submitted", now)
-    call("EXPIRE", jobkey, ttl)
+local first_call_ran, lost_then = false, {}
+if repeated then
+  local previous = call("HGET", stats, marker)
+  if previous == now then
+    first_call_ran = true
+  elseif previous and string.sub(previous, 1, #now + 1) == now .. ":" then
+    first_call_ran = true
+    for id in string.gmatch(string.sub(previous, #now + 2), "[^,]+") do lost_then[id] = true end
   end
 end
 
-local function finish(jobkey, job)
-  local state = "done"
-  if call("HEXISTS", jobkey, "failed") == 1 then state = "failed" end
-  call("HSET", jobkey, "state", state, "finished", now, "outstanding", "0")
-  call("EXPIRE", jobkey, ttl)
-  call("XADD", done, "*", "job", job, "state", state)
-end
-
--- One message left this stage and `spawned` entered the next stages.
-local function settle(jobkey, job, spawned)
-  if spawned == 1 then return end
-  if call("HINCRBY", jobkey, "outstanding", spawned - 1) <= 0 then finish(jobkey, job) end
-end
-
-local function results(id, payloads)
-  local fields = {}
-  for n, payload in ipairs(payloads) do
-    fields[#fields + 1] = result_field .. id .. "." .. n
-    fields[#fields + 1] = payload
+-- `STAGE.at`, `STAGE.ms` pairs from a message's timings, appended to `fields`.
+local function add_timings(fields, timings)
+  for name, at, ms in string.gmatch(timings, "([^,;]+),(%d+),(%d+)") do
+    fields[#fields + 1] = name .. ".at"
+    fields[#fields + 1] = at
+    fields[#fields + 1] = name .. ".ms"
+    fields[#fields + 1] = ms
   end
   return fields
 end
 
--- The last stage's common case in few calls: what the job has in flight and whether it failed,
--- then timing, results and (when this was the job's last message) its end, in one HSET.
-local function last_stage_done(jobkey, job, id, elapsed, payload)
-  local state = call("HMGET", jobkey, "outstanding", "failed")
-  local left = (tonumber(state[1]) or 1) - 1  -- no hash (expired): this was its one message
-  if left > 0 then
-    call("HSET", jobkey, result_field .. id .. ".1", payload, at_field, now, ms_field, elapsed,
-      "outstanding", tostring(left))
+-- The job is over: its state, once every message it spawned has left.
+local function finish(jobkey, job, state, fields)
+  fields[#fields + 1] = "state"
+  fields[#fields + 1] = state
+  fields[#fields + 1] = "finished"
+  fields[#fields + 1] = now
+  fields[#fields + 1] = "outstanding"
+  fields[#fields + 1] = "0"
+  call("HSET", jobkey, unpack(fields))
+  call("EXPIRE", jobkey, ttl)
+  call("XADD", done, "*", "job", job, "state", state)
+end
+
+-- A fanned-out job's message left the stage, and `spawned` entered the next ones: write
+-- `fields` (timings, results, the error), count it out, and end the job with its last one.
+local function settle(jobkey, job, spawned, fields)
+  if spawned == 1 then
+    if #fields > 0 then call("HSET", jobkey, unpack(fields)) end
     return
   end
-  local ending = "done"
-  if state[2] then ending = "failed" end
-  call("HSET", jobkey, result_field .. id .. ".1", payload, at_field, now, ms_field, elapsed,
-    "state", ending, "finished", now, "outstanding", "0")
-  call("EXPIRE", jobkey, ttl)
-  call("XADD", done, "*", "job", job, "state", ending)
-end
-
-local lost = {}
-local emitted, dead_lettered, retried = 0, 0, 0
-local before = {}  -- committed by the call whose reply was lost
-
--- A message not ours: in a repeated call, ours already if no one holds it and its job says
--- this stage let go of it at this call's time; else another consumer's now.
-local function not_ours(id, job)
-  if repeated and #call("XPENDING", input, group, id, id, 1) == 0 then
-    if job == nil or call("HGET", prefix .. job, at_field) == now then
-      before[#before + 1] = id
-      return
-    end
+  local state = call("HMGET", jobkey, "outstanding", "failed")
+  local left = (tonumber(state[1]) or 1) - 1 + spawned  -- no hash (expired): its one message
+  if left > 0 then
+    fields[#fields + 1] = "outstanding"
+    fields[#fields + 1] = tostring(left)
+    call("HSET", jobkey, unpack(fields))
+    return
   end
-  lost[#lost + 1] = id
+  finish(jobkey, job, state[2] and "failed" or "done", fields)
 end
 
--- The plain messages: one payload out, no trace.
-for i = 1, plain do
+-- The job of a message a source stage took: running now; started here if no one submitted it
+-- (a bare XADD, or a `job` field with no hash: HSET answers 1 for a field that is new, and a
+-- submitted job's hash always has `state`).
+local function start(jobkey, job, id)
+  if call("HSET", jobkey, "state", "running") == 1 then
+    local submitted = now
+    if job == id then submitted = string.match(id, "^%d+") end
+    call("HSET", jobkey, "outstanding", "1", "submitted", submitted)
+    call("EXPIRE", jobkey, ttl)
+  end
+end
+
+local lost, before, acked = {}, {}, {}
+local emitted, dead_lettered, retried = 0, 0, 0
+local arg = next_column  -- the next message's first argument
+
+for i = 1, n do
   local id = ARGV[ids + i]
+  local job = value(jobs_at, job_all, i)
+  if own_jobs or job == "" then job = id end
+  local kind = value(kinds_at, kind_all, i)
+  local count = tonumber(value(counts_at, count_all, i))
+  local first = arg + 1
+  arg = arg + count
   local owned = mine[id]
   if owned == nil then
-    local job = id
-    if jobs and ARGV[jobs + i] ~= "" then job = ARGV[jobs + i] end
-    not_ours(id, job)
+    -- In a repeated call, ours already if no one holds it and the first call ran; else
+    -- another consumer's now (it holds it, or took it and committed it).
+    if first_call_ran and not lost_then[id] and #call("XPENDING", input, group, id, id, 1) == 0 then
+      before[#before + 1] = id
+    else
+      lost[#lost + 1] = id
+    end
   elseif owned then
     mine[id] = false
-    local job, elapsed, payload = id, same_time, ARGV[payloads + i]
-    if jobs then
-      job = ARGV[jobs + i]
-      if job == "" then job = id end
-    end
-    if times then elapsed = ARGV[times + i] end
-    call("XADD", output, "*", "job", job, "data", payload)
-    emitted = emitted + 1
+    acked[#acked + 1] = id
     local jobkey = prefix .. job
-    if not source then
-      if fan == 1 then
-        call("HSET", jobkey, at_field, now, ms_field, elapsed)
-      elseif fan == 0 then
-        last_stage_done(jobkey, job, id, elapsed, payload)
-      else
-        call("HSET", jobkey, at_field, now, ms_field, elapsed)
-        call("HINCRBY", jobkey, "outstanding", fan - 1)
+    local timings = value(timings_at, timing_all, i)
+    local fanned = value(fanouts_at, fanout_all, i) == "1"
+    if source and kind ~= "S" then start(jobkey, job, id) end
+    if kind == "E" then
+      emitted = emitted + count
+      local spawned = count * fan
+      local out = {"job", job, "data", "", "timings", timings}
+      local trace = value(traces_at, trace_all, i)
+      if trace ~= "" then
+        out[#out + 1] = "trace"
+        out[#out + 1] = trace
       end
-    elseif job == id and fan > 0 then
-      -- A new job's one message went on to `fan` stages: it starts with that many in flight.
-      call("HSET", jobkey, at_field, now, ms_field, elapsed, "state", "running",
-        "outstanding", fan == 1 and "1" or tostring(fan), "submitted", string.match(id, "^%d+"))
-      call("EXPIRE", jobkey, ttl)
-    elseif fan == 0 then
-      touch(jobkey, job, id, elapsed, {result_field .. id .. ".1", payload})
-      settle(jobkey, job, 0)
-    else
-      touch(jobkey, job, id, elapsed, none)
-      settle(jobkey, job, fan)
-    end
-  end
-end
-
-local acked = nil  -- nil: every plain message, and nothing else, was committed
-if #lost > 0 or others ~= "" then
-  acked = {}
-  for i = 1, plain do
-    local id = ARGV[ids + i]
-    if mine[id] == false then acked[#acked + 1] = id end
-  end
-end
-
--- The other messages: several or no outputs, a trace, a retry, a dead letter, a skip.
-if others ~= "" then
-  for _, message in ipairs(cjson.decode(others)) do
-    local id, job, kind, trace, attempt, elapsed, args =
-      message[1], message[2], message[3], message[4], message[5], message[6], message[7]
-    local jobkey = prefix .. job
-    local owned = mine[id]
-    if owned == nil then
-      if kind == "S" then job = nil end  -- a skip touches no job: nobody else's result to lose
-      not_ours(id, job)
-    elseif owned then
-      mine[id] = false
-      acked[#acked + 1] = id
-      elapsed = tostring(elapsed)
-      if kind == "E" then
-        emitted = emitted + #args
-        for _, payload in ipairs(args) do
-          if trace ~= "" then
-            call("XADD", output, "*", "job", job, "data", payload, "trace", trace)
-          else
-            call("XADD", output, "*", "job", job, "data", payload)
-          end
-        end
+      if fanned or spawned > 1 then
+        out[#out + 1] = "fanout"
+        out[#out + 1] = "1"
+      end
+      local fields = {}
+      for k = 0, count - 1 do
+        out[4] = ARGV[first + k]
+        local entry = call("XADD", output, "*", unpack(out))
         if fan == 0 then
-          touch(jobkey, job, id, elapsed, results(id, args))
-          settle(jobkey, job, 0)
-        else
-          touch(jobkey, job, id, elapsed, none)
-          settle(jobkey, job, #args * fan)
+          fields[#fields + 1] = result_field .. id .. "." .. (k + 1)
+          fields[#fields + 1] = entry
         end
-      elseif kind == "D" then
-        touch(jobkey, job, id, elapsed, none)
-        settle(jobkey, job, 0)
-      elseif kind == "R" then
-        retried = retried + 1
-        call("ZADD", retry, args[1], args[2])
-        touch(jobkey, job, id, elapsed, none)
-      elseif kind == "X" then
-        dead_lettered = dead_lettered + 1
-        call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
-          "data", args[1], "error", args[2], "traceback", args[3],
-          "attempts", attempt, "trace", trace, "failed_at", now)
-        touch(jobkey, job, id, elapsed, none)
+      end
+      if fan == 0 then add_timings(fields, timings) end
+      if fanned then
+        settle(jobkey, job, spawned, fields)
+      elseif spawned == 0 then
+        finish(jobkey, job, "done", fields)
+      elseif spawned > 1 then
+        -- The job fans out here: from now on it counts its messages.
+        call("HSET", jobkey, "outstanding", tostring(spawned))
+      end
+    elseif kind == "D" then
+      local fields = add_timings({}, timings)
+      if fanned then settle(jobkey, job, 0, fields) else finish(jobkey, job, "done", fields) end
+    elseif kind == "R" then
+      retried = retried + 1
+      call("ZADD", retry, ARGV[first], ARGV[first + 1])
+    elseif kind == "X" then
+      dead_lettered = dead_lettered + 1
+      local error = ARGV[first + 1]
+      call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
+        "data", ARGV[first], "error", error, "traceback", ARGV[first + 2],
+        "attempts", ARGV[first + 3], "trace", value(traces_at, trace_all, i), "failed_at", now)
+      local fields = add_timings({"error", stage .. ": " .. error}, timings)
+      if fanned then
         call("HINCRBY", jobkey, "failed", 1)
-        call("HSET", jobkey, "error", stage .. ": " .. args[2])
-        settle(jobkey, job, 0)
+        settle(jobkey, job, 0, fields)
+      else
+        fields[#fields + 1] = "failed"
+        fields[#fields + 1] = "1"
+        finish(jobkey, job, "failed", fields)
       end
     end
   end
 end
 
+if #acked > 0 then call("XACK", input, group, unpack(acked)) end
 if emitted > 0 then call("HINCRBY", stats, "out." .. stage, emitted) end
 if dead_lettered > 0 then call("HINCRBY", stats, "dead." .. stage, dead_lettered) end
 if retried > 0 then call("HINCRBY", stats, "retry." .. stage, retried) end
-
-if acked == nil then
-  if plain > 0 then call("XACK", input, group, unpack(ARGV, ids + 1, ids + plain)) end
-elseif #acked > 0 then
-  call("XACK", input, group, unpack(acked))
+if #lost > 0 then
+  call("HSET", stats, marker, now .. ":" .. table.concat(lost, ","))
+else
+  call("HSET", stats, marker, now)
 end
 return {lost, before}

@@ -1,8 +1,9 @@
 -- redrive.lua: send one dead letter back to the stage that dead-lettered it, in one atomic step.
 --
 -- The message goes back onto the stage's input stream with `for` naming the stage (the other
--- groups reading that stream skip it) and `attempt` 0 (a fresh start); its job is reopened and
--- the dead entry deleted. XDEL comes first, as the guard: a dead letter re-driven twice at once
+-- groups reading that stream skip it), `attempt` 0 (a fresh start) and `fanout` (its job may
+-- have other messages in flight: it ends by the job's count, commit.lua); its job is reopened
+-- and the dead entry deleted. XDEL comes first, as the guard: a dead letter re-driven twice at once
 -- (two operators, or a call repeated after a lost reply) goes back only once.
 --
 -- KEYS[1]  dead stream ({name}:dead)
@@ -19,7 +20,7 @@ local dead, input, jobkey = KEYS[1], KEYS[2], KEYS[3]
 if redis.call("XDEL", dead, ARGV[1]) == 0 then return 0 end
 redis.call("HINCRBY", KEYS[4], "dead." .. ARGV[2], -1)
 
-local fields = {"job", ARGV[3], "data", ARGV[4], "for", ARGV[2], "attempt", "0"}
+local fields = {"job", ARGV[3], "data", ARGV[4], "for", ARGV[2], "attempt", "0", "fanout", "1"}
 if ARGV[5] ~= "" then
   fields[#fields + 1] = "trace"
   fields[#fields + 1] = ARGV[5]

@@ -8,6 +8,8 @@
 -- ARGV[1]  max_len, or "" for none      ARGV[2]  oldest time kept in ms, or "" for none
 -- ARGV[3]  at most this many entries removed per call
 -- ARGV[4]  "1" when the stream holds dead letters: each removed one leaves its stage's tally
+-- ARGV[5]  entries from this ms on are kept whatever retention says, or "" (a last stage's
+--          output: its entries are jobs' results, which live as long as result_ttl)
 -- Returns the number of entries removed.
 
 local stream = KEYS[1]
@@ -40,6 +42,8 @@ for _, info in ipairs(redis.call("XINFO", "GROUPS", stream)) do
     lower_floor(ms, seq + 1)
   end
 end
+
+if ARGV[5] and ARGV[5] ~= "" then lower_floor(tonumber(ARGV[5]), 0) end
 
 local limit = tonumber(ARGV[3])
 local excess = 0

@@ -133,9 +133,11 @@ class Housekeeper:
         if now - self._trimmed_at < TRIM_EVERY:
             return
         self._trimmed_at = now
+        results = {s.output_stream for s in self.spec.stages if not s.consumers}
         for stream in self.streams:
             stats = self.spec.keys.stats if stream == self.spec.keys.dead else None
-            removed = await trim(self.client, stream, self.spec.retention, stats)
+            results_for = self.spec.result_ttl if stream in results else None
+            removed = await trim(self.client, stream, self.spec.retention, stats, results_for)
             if removed:
                 log.debug("stream_trimmed", stream=stream, removed=removed)
         await take_snapshot(self.client, self.spec)

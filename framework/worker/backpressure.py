@@ -59,6 +59,14 @@ class Gate:
         """Count outputs written since the last measure, so a fast stage re-measures early."""
         self._emitted += count
 
+    def room(self, in_hand: int) -> int | None:
+        """How many more messages the worker may read without pushing a stage downstream past
+        its limit, counting one output for each it holds (None: no limit downstream). So a
+        worker holding many messages at once (read-ahead) overshoots by no more than that."""
+        if not self.downstream:
+            return None
+        return max(self._headroom - self._emitted - in_hand, 0)
+
     async def blocked_by(self) -> Downstream | None:
         """The first stage at its limit; re-measured every `recheck` s, or sooner when our own
         outputs since the last measure could have filled it."""

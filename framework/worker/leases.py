@@ -16,7 +16,7 @@ import structlog
 
 from framework import scripts
 from framework.connection import REDIS_ERRORS, AsyncClient, Server, SyncClient
-from framework.wire import Delivery, decode_entry
+from framework.wire import Delivery, decode_entry, text
 
 log = structlog.get_logger()
 
@@ -74,7 +74,7 @@ class LeaseKeeper:
         for start in range(0, len(ids), RENEW_CHUNK):
             chunk = ids[start : start + RENEW_CHUNK]
             reply = renew.call_sync(self.client, [self.stream], [self.group, self.consumer, *chunk])
-            lost.extend(i.decode() if isinstance(i, bytes) else i for i in reply)
+            lost.extend(text(message_id) for message_id in reply)
         return lost
 
 
@@ -123,14 +123,15 @@ async def hand_back(
     return len(await scripts.script(scripts.RELEASE)(client, [stream], args))
 
 
-async def count_runs(
+async def mark_started(
     client: AsyncClient, stream: str, group: str, consumer: str, claimed: list[Delivery]
 ) -> set[str]:
     """Count the runs of reclaimed messages that are about to start (reclaim.lua did not count
-    their claim); returns the ids still ours. Awaited before the call: a run that kills its
-    worker must have been counted, or a poison message would be run forever."""
+    their claim) with release.lua, setting each one's delivery count forward; returns the ids
+    still ours. Awaited before the call: a run that kills its worker must have been counted,
+    or a poison message would be run forever."""
     args: list[Any] = [group, consumer, 0]
     for delivery in claimed:
         args += [delivery.message_id, delivery.deliveries]
     reply = await scripts.script(scripts.RELEASE)(client, [stream], args)
-    return {i.decode() if isinstance(i, bytes) else str(i) for i in reply}
+    return {text(message_id) for message_id in reply}
