@@ -118,7 +118,7 @@ def drain(system: System, url: str, server_pid: int, jobs: int, script: str = ""
         pids = [server_pid] + [p.pid for p in system.processes]
         before = [cpu_seconds(pid) for pid in pids]
         mine = time.process_time()
-        rate = cases._drain(system, client, jobs)
+        rate = cases._drain(system, client, jobs, payload=1000).rate
         spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
         feeder = time.process_time() - mine
     finally:

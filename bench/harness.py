@@ -25,6 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("extract", "analyze", "summarize", "embed")
 NOOP = "async def noop(doc):\n    return doc\n"
+IDENTITY = "def identity(doc):\n    return doc\n"  # what a new user writes: plain def
 
 
 def free_port() -> int:
@@ -86,11 +87,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
-def prefill(client: redis.Redis, stream: str, jobs: int, start: int = 0) -> None:
-    """N bare entries (`data` only), as any Redis client would add them."""
+def prefill(
+    client: redis.Redis, stream: str, jobs: int, start: int = 0, payload_bytes: int = 0
+) -> None:
+    """N bare entries (`data` only), as any Redis client would add them: `{"n": N}`, with a
+    `text` of about `payload_bytes` (a document of that size) when given."""
     pipe = client.pipeline(transaction=False)
+    text = "x" * max(payload_bytes - 30, 0)
     for n in range(start, start + jobs):
-        pipe.xadd(stream, {"data": json.dumps({"n": n})})
+        document = {"n": n, "text": text} if payload_bytes else {"n": n}
+        pipe.xadd(stream, {"data": json.dumps(document)})
         if n % 1000 == 999:
             pipe.execute()
     pipe.execute()
@@ -229,6 +235,11 @@ def noop_stages(concurrency: int) -> dict[str, dict[str, object]]:
     return {
         stage: {"function": "bench_stages:noop", "concurrency": concurrency} for stage in STAGES
     }
+
+
+def default_stages() -> dict[str, dict[str, object]]:
+    """Plain `def` functions and no stage settings at all: what a new user runs."""
+    return {stage: {"function": "bench_stages:identity"} for stage in STAGES}
 
 
 class HandLoop(System):

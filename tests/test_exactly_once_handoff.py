@@ -388,7 +388,7 @@ async def test_a_closing_committer_commits_what_finished_then_stops(
     committer = Committer(channel, spec, stage(spec, "a"), "c1", holdings, structlog.get_logger())
     task = asyncio.ensure_future(committer.run())
     for finished in emitted(await deliver(channel, stage(spec, "a"))):
-        holdings.accept(finished[0])
+        holdings.accept([finished[0]])
         committer.add([finished])
     assert len(holdings) == 30
     started = time.monotonic()

@@ -78,7 +78,6 @@ local timings_at, timing_all = column(ARGV[16])
 local traces_at, trace_all = column(ARGV[17])
 local fanouts_at, fanout_all = column(ARGV[18])
 local own_jobs = ARGV[13] == "@"
-local function value(at, all, i) if at then return ARGV[at + i] end return all end
 
 -- Ownership: what is still pending for this consumer in the batch's span of ids, in one query.
 -- mine[id]: true while ours, false once committed here (the same id twice commits once).
@@ -108,8 +107,20 @@ local function add_timings(fields, timings)
   return fields
 end
 
+-- A job whose id is an entry id may have no hash yet (a bare entry's): when its hash is
+-- written, it is said when it was submitted, the entry id's time.
+local function submitted_of(job, fields)
+  local ms = string.match(job, "^(%d+)%-%d+$")
+  if ms then
+    fields[#fields + 1] = "submitted"
+    fields[#fields + 1] = ms
+  end
+  return fields
+end
+
 -- The job is over: its state, once every message it spawned has left.
 local function finish(jobkey, job, state, fields)
+  submitted_of(job, fields)
   fields[#fields + 1] = "state"
   fields[#fields + 1] = state
   fields[#fields + 1] = "finished"
@@ -140,14 +151,66 @@ local function settle(jobkey, job, spawned, fields)
 end
 
 -- The job of a message a source stage took: running now; started here if no one submitted it
--- (a bare XADD, or a `job` field with no hash: HSET answers 1 for a field that is new, and a
--- submitted job's hash always has `state`).
+-- (a `job` field with no hash: HSET answers 1 for a field that is new, and a submitted job's
+-- hash always has `state`). An entry that names no job (a bare XADD) is its own job, whose
+-- hash is written only when it ends or fans out: until then `status` finds its entry queued.
 local function start(jobkey, job, id)
+  if job == id then return end
   if call("HSET", jobkey, "state", "running") == 1 then
-    local submitted = now
-    if job == id then submitted = string.match(id, "^%d+") end
-    call("HSET", jobkey, "outstanding", "1", "submitted", submitted)
+    call("HSET", jobkey, "outstanding", "1", "submitted", now)
     call("EXPIRE", jobkey, ttl)
+  end
+end
+
+
+-- The outputs of one message, and its job's accounting (results at the last stage).
+local function emit(jobkey, job, id, first, count, timings, fanned, trace)
+  local spawned = count * fan
+  local out = {"job", job, "data", "", "timings", timings}
+  if trace ~= "" then
+    out[#out + 1] = "trace"
+    out[#out + 1] = trace
+  end
+  if fanned or spawned > 1 then
+    out[#out + 1] = "fanout"
+    out[#out + 1] = "1"
+  end
+  local fields = {}
+  for k = 0, count - 1 do
+    out[4] = ARGV[first + k]
+    local entry = call("XADD", output, "*", unpack(out))
+    if fan == 0 then
+      fields[#fields + 1] = result_field .. id .. "." .. (k + 1)
+      fields[#fields + 1] = entry
+    end
+  end
+  if fan == 0 then add_timings(fields, timings) end
+  if fanned then
+    settle(jobkey, job, spawned, fields)
+  elseif spawned == 0 then
+    finish(jobkey, job, "done", fields)
+  elseif spawned > 1 then
+    -- The job fans out here: from now on it counts its messages.
+    call("HSET", jobkey, unpack(submitted_of(job, {"outstanding", tostring(spawned),
+      "state", "running"})))
+    call("EXPIRE", jobkey, ttl)
+  end
+end
+
+-- A message that failed for good: its dead letter, and its job failed.
+local function dead_letter(jobkey, job, id, first, timings, fanned, trace)
+  local error = ARGV[first + 1]
+  call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
+    "data", ARGV[first], "error", error, "traceback", ARGV[first + 2],
+    "attempts", ARGV[first + 3], "trace", trace, "failed_at", now)
+  local fields = add_timings({"error", stage .. ": " .. error}, timings)
+  if fanned then
+    call("HINCRBY", jobkey, "failed", 1)
+    settle(jobkey, job, 0, fields)
+  else
+    fields[#fields + 1] = "failed"
+    fields[#fields + 1] = "1"
+    finish(jobkey, job, "failed", fields)
   end
 end
 
@@ -155,12 +218,17 @@ local lost, before, acked = {}, {}, {}
 local emitted, dead_lettered, retried = 0, 0, 0
 local arg = next_column  -- the next message's first argument
 
+local count_of_all = count_all and tonumber(count_all)
+-- A message that only passes on, as most do: one output, its job never fanned out, no trace,
+-- one stage reading the output. It costs an XADD and nothing more.
+local plain_stage = fan == 1 and not source
+
 for i = 1, n do
   local id = ARGV[ids + i]
-  local job = value(jobs_at, job_all, i)
-  if own_jobs or job == "" then job = id end
-  local kind = value(kinds_at, kind_all, i)
-  local count = tonumber(value(counts_at, count_all, i))
+  local job = own_jobs and id or (jobs_at and ARGV[jobs_at + i] or job_all)
+  if job == "" then job = id end
+  local kind = kinds_at and ARGV[kinds_at + i] or kind_all
+  local count = count_of_all or tonumber(ARGV[counts_at + i])
   local first = arg + 1
   arg = arg + count
   local owned = mine[id]
@@ -175,61 +243,27 @@ for i = 1, n do
   elseif owned then
     mine[id] = false
     acked[#acked + 1] = id
-    local jobkey = prefix .. job
-    local timings = value(timings_at, timing_all, i)
-    local fanned = value(fanouts_at, fanout_all, i) == "1"
-    if source and kind ~= "S" then start(jobkey, job, id) end
-    if kind == "E" then
-      emitted = emitted + count
-      local spawned = count * fan
-      local out = {"job", job, "data", "", "timings", timings}
-      local trace = value(traces_at, trace_all, i)
-      if trace ~= "" then
-        out[#out + 1] = "trace"
-        out[#out + 1] = trace
-      end
-      if fanned or spawned > 1 then
-        out[#out + 1] = "fanout"
-        out[#out + 1] = "1"
-      end
-      local fields = {}
-      for k = 0, count - 1 do
-        out[4] = ARGV[first + k]
-        local entry = call("XADD", output, "*", unpack(out))
-        if fan == 0 then
-          fields[#fields + 1] = result_field .. id .. "." .. (k + 1)
-          fields[#fields + 1] = entry
-        end
-      end
-      if fan == 0 then add_timings(fields, timings) end
-      if fanned then
-        settle(jobkey, job, spawned, fields)
-      elseif spawned == 0 then
-        finish(jobkey, job, "done", fields)
-      elseif spawned > 1 then
-        -- The job fans out here: from now on it counts its messages.
-        call("HSET", jobkey, "outstanding", tostring(spawned))
-      end
-    elseif kind == "D" then
-      local fields = add_timings({}, timings)
-      if fanned then settle(jobkey, job, 0, fields) else finish(jobkey, job, "done", fields) end
-    elseif kind == "R" then
-      retried = retried + 1
-      call("ZADD", retry, ARGV[first], ARGV[first + 1])
-    elseif kind == "X" then
-      dead_lettered = dead_lettered + 1
-      local error = ARGV[first + 1]
-      call("XADD", dead, "*", "stage", stage, "job", job, "id", id, "stream", input,
-        "data", ARGV[first], "error", error, "traceback", ARGV[first + 2],
-        "attempts", ARGV[first + 3], "trace", value(traces_at, trace_all, i), "failed_at", now)
-      local fields = add_timings({"error", stage .. ": " .. error}, timings)
-      if fanned then
-        call("HINCRBY", jobkey, "failed", 1)
-        settle(jobkey, job, 0, fields)
-      else
-        fields[#fields + 1] = "failed"
-        fields[#fields + 1] = "1"
-        finish(jobkey, job, "failed", fields)
+    local timings = timings_at and ARGV[timings_at + i] or timing_all
+    local fanned = (fanouts_at and ARGV[fanouts_at + i] or fanout_all) == "1"
+    local trace = traces_at and ARGV[traces_at + i] or trace_all
+    if plain_stage and kind == "E" and count == 1 and not fanned and trace == "" then
+      call("XADD", output, "*", "job", job, "data", ARGV[first], "timings", timings)
+      emitted = emitted + 1
+    else
+      local jobkey = prefix .. job
+      if source and kind ~= "S" then start(jobkey, job, id) end
+      if kind == "E" then
+        emitted = emitted + count
+        emit(jobkey, job, id, first, count, timings, fanned, trace)
+      elseif kind == "D" then
+        local fields = add_timings({}, timings)
+        if fanned then settle(jobkey, job, 0, fields) else finish(jobkey, job, "done", fields) end
+      elseif kind == "R" then
+        retried = retried + 1
+        call("ZADD", retry, ARGV[first], ARGV[first + 1])
+      elseif kind == "X" then
+        dead_lettered = dead_lettered + 1
+        dead_letter(jobkey, job, id, first, timings, fanned, trace)
       end
     end
   end

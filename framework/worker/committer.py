@@ -117,6 +117,9 @@ class Committer:
 
     def _log_outcomes(self, batch: list[Finished], committed: Committed) -> None:
         quiet = not self._log_info
+        plain = quiet and not committed.before and all(committed.owned)
+        if plain and all(type(outcome) is Emit for _, outcome, _ in batch):
+            return  # the common case, when info lines are off: nothing to say
         for (delivery, outcome, elapsed), owned in zip(batch, committed.owned, strict=True):
             if quiet and owned and isinstance(outcome, Emit | Drop | Skip):
                 continue  # the common case, when info lines are off: no fields to build

@@ -26,9 +26,9 @@ from framework.worker.read_ahead import ReadAhead
 
 
 class Waiting(Protocol):
-    """Where accepted messages wait for a runner (worker/inbox.py)."""
+    """Where accepted messages wait for a runner (worker/inbox.py, thread_runners.py)."""
 
-    def put(self, delivery: Delivery) -> None: ...
+    def put_many(self, deliveries: list[Delivery]) -> None: ...
     def take_all(self) -> list[Delivery]: ...
 
 
@@ -68,17 +68,21 @@ class Holdings:
         except TimeoutError:
             pass
 
-    def accept(self, delivery: Delivery) -> None:
-        """A message read or reclaimed: held, and waiting for a runner."""
-        message_id = delivery.message_id
-        if message_id in self._held:
-            # Reclaimed from ourselves (our renewals failed for a lease): it is already here.
-            self._lost.discard(message_id)
-            return
-        self._held[message_id] = delivery
-        if self._lost:
-            self._lost.discard(message_id)
-        self._waiting.put(delivery)
+    def accept(self, deliveries: list[Delivery]) -> None:
+        """Messages read or reclaimed: held, and waiting for a runner."""
+        held, lost, new = self._held, self._lost, []
+        for delivery in deliveries:
+            message_id = delivery.message_id
+            if message_id in held:
+                # Reclaimed from ourselves (our renewals failed for a lease): it is here.
+                lost.discard(message_id)
+                continue
+            held[message_id] = delivery
+            if lost:
+                lost.discard(message_id)
+            new.append(delivery)
+        if new:
+            self._waiting.put_many(new)
 
     # -- the runners -----------------------------------------------------------------------
 

@@ -31,6 +31,11 @@ class Inbox:
         if not self._waking:
             self._wake_one()
 
+    def put_many(self, deliveries: list[Delivery]) -> None:
+        self._items.extend(deliveries)
+        if not self._waking:
+            self._wake_one()
+
     async def get(self) -> Delivery:
         items = self._items
         while not items:

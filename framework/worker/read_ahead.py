@@ -5,7 +5,7 @@ hoards.
 The rule adapts to the measured time of a call (per message, a running average):
 
     held = clamp(concurrency * WINDOW / call_time,
-                 low  = concurrency * batch,              # every runner busy
+                 low  = concurrency, or for `batch:` 2 * concurrency * batch,
                  high = min(MOST, concurrency * LEASE_SHARE * lease / call_time))
 
 - A fast stage (a no-op, a transform: microseconds a call) holds up to MOST (256), so each
@@ -18,8 +18,11 @@ The rule adapts to the measured time of a call (per message, a running average):
   never more than it finishes within a quarter of the lease (held messages are renewed, but a
   worker that dies leaves them waiting a lease).
 
-Until the first calls are measured it holds `concurrency * batch`. `prefetch:` in
-pipeline.yaml fixes the number instead.
+The least is what keeps every runner busy: a message each, or for a `batch:` function a full
+batch running and the next one ready (with one batch's worth only, a runner that finishes
+takes the few read meanwhile and runs a batch of them, then a batch of the rest, alternating).
+Until the first calls are measured it holds that least. `prefetch:` in pipeline.yaml fixes the
+number instead.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class ReadAhead:
         self, concurrency: int, batch: int | None, lease: timedelta, prefetch: int | None = None
     ) -> None:
         self.concurrency = concurrency
-        self.fewest = concurrency * (batch or 1)
+        self.fewest = concurrency * 2 * batch if batch else concurrency
         self.lease = lease.total_seconds()
         self.fixed = prefetch
         self.call_time: float | None = None  # seconds per message, smoothed

@@ -110,7 +110,7 @@ class Reader:
                 job_id=delivery.job,
                 attempt=delivery.attempt,
             )
-            self.holdings.accept(delivery)
+        self.holdings.accept(claimed)
         return cursor, len(claimed)
 
     async def _read(self, room: int) -> int:
@@ -119,9 +119,10 @@ class Reader:
             *("BLOCK", READ_BLOCK_MS, "STREAMS", self.stage.input_stream, ">"),
         )
         entries = raw_read_entries(reply)
-        accept = self.holdings.accept
-        for message_id, flat in entries:
-            accept(decode_flat_entry(message_id, flat))
+        if entries:
+            self.holdings.accept(
+                [decode_flat_entry(message_id, flat) for message_id, flat in entries]
+            )
         return len(entries)
 
     async def _wait_out(self, error: BaseException, delay: float) -> float:

@@ -43,9 +43,9 @@ class ThreadInbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, delivery: Delivery) -> None:
-        with self._ready:  # under the lock: a thread about to wait must see it, or be woken
-            self._items.append(delivery)
+    def put_many(self, deliveries: list[Delivery]) -> None:
+        with self._ready:  # under the lock: a thread about to wait must see them, or be woken
+            self._items.extend(deliveries)
             if self._idle:  # wake one: it wakes the next if work is left (see `get`)
                 self._ready.notify()
 
