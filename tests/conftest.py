@@ -202,7 +202,7 @@ def fault_proxy() -> Iterator[ProxyFactory]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Leak check: after each test that used `pipeline_name`, only DESIGN.md's keys under {name}
+# Leak check: after each test that used `pipeline_name`, only docs/design.md's keys under {name}
 # ---------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ on a new port. Every process started here is tracked and stopped at session end 
 `atexit` as a last resort, so a failing or interrupted run leaves no redis behind.
 
 `stray_keys()` is the leak check behind conftest's autouse fixture: every key under `{NAME}`
-must be one DESIGN.md lists ("Redis keys"), with the type it lists.
+must be one docs/design.md lists ("Redis keys"), with the type it lists.
 """
 
 from __future__ import annotations
@@ -422,37 +422,43 @@ def _cluster_ok(node: RedisServer) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Leak check: only the keys DESIGN.md lists, with the types it lists
+# Leak check: only the keys docs/design.md lists, with the types it lists
 # ---------------------------------------------------------------------------------------------
 
-_FIXED_KEYS = {
-    "input": "stream",
-    "dead": "stream",
-    "done": "stream",
-    "retry": "zset",
-    "stats": "hash",
-}
+DESIGN = Path(__file__).resolve().parent.parent / "docs" / "design.md"
 _STAGE = re.compile(r"[A-Za-z0-9_-]+")
-_NOT_STAGES = {"retry", "job", "stats"}  # reserved names that are not streams under {NAME}:<stage>
+
+
+@functools.cache
+def design_keys() -> dict[str, str]:
+    """The "Redis keys" table of docs/design.md: `{NAME}:...` as written there -> its type."""
+    text = DESIGN.read_text()
+    section = text.partition("## Redis keys")[2].partition("\n## ")[0]
+    rows = re.findall(r"^\| `(\{NAME\}:[^`]+)` \| (\w+) \|", section, re.MULTILINE)
+    assert rows, "docs/design.md has no Redis keys table"
+    return dict(rows)
 
 
 def expected_type(name: str, key: str) -> str | None:
-    """The type DESIGN.md gives `key` in pipeline `name`, or None if it lists no such key."""
+    """The type docs/design.md gives `key` in pipeline `name`, or None if it lists no such key."""
     prefix = "{" + name + "}:"
     if not key.startswith(prefix):
         return None
     rest = key[len(prefix) :]
-    if rest in _FIXED_KEYS:
-        return _FIXED_KEYS[rest]
+    listed = design_keys()
+    fixed = {k.removeprefix("{NAME}:"): t for k, t in listed.items() if k.count(":") == 1}
+    if rest in fixed and rest != "STAGE":
+        return fixed[rest]
     if rest.startswith("job:") and len(rest) > len("job:"):
-        return "hash"
-    if _STAGE.fullmatch(rest) and rest not in _NOT_STAGES:
-        return "stream"
+        return listed["{NAME}:job:ID"]
+    if _STAGE.fullmatch(rest) and rest not in fixed and rest != "job":
+        return listed["{NAME}:STAGE"]
     return None
 
 
 def stray_keys(client: redis.Redis, name: str) -> list[str]:
-    """Keys under `{name}` on this server that DESIGN.md does not list, or of the wrong type."""
+    """Keys under `{name}` on this server that docs/design.md does not list, or of the wrong
+    type."""
     pattern = re.sub(r"([*?\[\]\\])", r"\\\1", "{" + name + "}:") + "*"
     found = []
     for raw in client.scan_iter(match=pattern, count=1000):
@@ -461,14 +467,14 @@ def stray_keys(client: redis.Redis, name: str) -> list[str]:
         actual = actual.decode() if isinstance(actual, bytes) else str(actual)
         wanted = expected_type(name, key)
         if actual != "none" and actual != wanted:  # "none": expired since SCAN saw it
-            found.append(f"{key!r} is a {actual}, DESIGN.md lists {wanted or 'no such key'}")
+            found.append(f"{key!r} is a {actual}, docs/design.md lists {wanted or 'no such key'}")
     return found
 
 
 def assert_no_stray_keys(servers: list[RedisServer], name: str) -> None:
-    """Fail naming every key under `{name}` on `servers` that DESIGN.md does not list."""
+    """Fail naming every key under `{name}` on `servers` that docs/design.md does not list."""
     problems = []
     for server in servers:
         with server.client(socket_timeout=5) as client:
             problems += [f"{server.url}: {problem}" for problem in stray_keys(client, name)]
-    assert not problems, "keys DESIGN.md does not list:\n" + "\n".join(problems)
+    assert not problems, "keys docs/design.md does not list:\n" + "\n".join(problems)
