@@ -3,9 +3,10 @@
     python examples/search.py results.jsonl "how do workers recover lost messages?" [--top 5]
 
 `results.jsonl` holds one JSON object per line, `{"job": ID, "result": ...}`, where the
-result is the embed stage's output for the job: one document, or a list of them. The query
-is embedded with the same model as the chunks (stages/embed.py), so a dot product of the
-normalized vectors is their cosine similarity.
+result is the embed stage's output for the job: one document, or a list of them. A chunk is
+its offsets into the document's `text` and its vector (float32 as base64, stages/embed.py; a
+list of numbers is read too). The query is embedded with the same model as the chunks, so a
+dot product of the normalized vectors is their cosine similarity.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Run as a script, Python puts examples/ on sys.path; the stages live one level up.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stages.embed import vector
 
 SNIPPET_CHARS = 160
 
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None, encode: Callable[[list[str]], Any] | Non
     if not chunks:
         print(f"{args.results}: no embedded chunks found", file=sys.stderr)
         return 1
-    query = (encode or _stage_encoder())([args.query])[0]
+    query = vector({"embedding": (encode or _stage_encoder())([args.query])[0]})
     for rank, hit in enumerate(search(query, chunks, args.top), start=1):
         print(format_hit(rank, hit))
     return 0
@@ -103,26 +108,26 @@ def _chunks_of(record: dict[str, Any]) -> Iterator[Chunk]:
     for doc in documents:
         if not isinstance(doc, dict):
             continue
+        text = str(doc.get("text") or "")
         for chunk in doc.get("chunks") or []:
             if chunk.get("embedding"):
+                start, end = int(chunk["start"]), int(chunk["end"])
                 yield Chunk(
                     job=str(record.get("job", "")),
                     filename=str(doc.get("filename") or "(no filename)"),
-                    start=int(chunk["start"]),
-                    end=int(chunk["end"]),
-                    text=str(chunk.get("text", "")),
-                    embedding=chunk["embedding"],
+                    start=start,
+                    end=end,
+                    text=str(chunk.get("text") or text[start:end]),
+                    embedding=vector(chunk),
                 )
 
 
-def _stage_encoder() -> Callable[[list[str]], list[list[float]]]:
+def _stage_encoder() -> Callable[[list[str]], list[str]]:
     """The embed stage's own encoder, so queries and chunks share one model and settings."""
-    # Run as a script, Python puts examples/ on sys.path; the stages live one level up.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from framework import Fail
     from stages.embed import encode
 
-    def encode_or_exit(texts: list[str]) -> list[list[float]]:
+    def encode_or_exit(texts: list[str]) -> list[str]:
         try:
             return encode(texts)
         except Fail as exc:  # the model is not installed: say how to install it

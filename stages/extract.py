@@ -93,12 +93,12 @@ def _source(doc: dict[str, Any]) -> Source:
     if "content" in doc:
         name = filename or "inline content"
         return Source(name, filename, _decode_base64(doc["content"], name))
-    if "path" in doc:
+    if "path" in doc:  # named in reasons by its filename when the job gives one
         path = str(doc["path"])
-        return _read_file(path, path, filename)
+        return _read_file(path, str(filename or path), filename)
     if "uri" in doc:
         uri = str(doc["uri"])
-        return _read_file(file_uri_path(uri), uri, filename)
+        return _read_file(file_uri_path(uri), str(filename or uri), filename)
     raise Fail("document has none of text, content, path or uri: nothing to extract")
 
 
@@ -127,7 +127,8 @@ def file_uri_path(uri: str) -> str:
 
 
 def _read_file(path: str, shown: str, filename: str | None) -> Source:
-    """A local file, as framework.files allows; `shown` is how the job named it."""
+    """A local file, as framework.files allows; `shown` is how reasons name it: the job's
+    filename, else the path as the job wrote it."""
     named = shown if shown.isprintable() else repr(shown)  # reasons stay one line
     try:
         data = read_file(path, MAX_FILE_BYTES)

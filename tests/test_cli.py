@@ -339,7 +339,9 @@ def test_run_says_when_an_earlier_run_left_work_queued(
     assert left.returncode == 0, left.stderr
     result = cli(tmp_path, "run", "docs", redis_url=redis7.url)
     assert result.returncode == 0, result.stderr
-    assert f"note: an earlier run left 1 message queued in {pipeline_name}" in result.stderr
+    assert f"note: an earlier run left 1 message unfinished in {pipeline_name}" in result.stderr
+    with Pipeline.load(tmp_path / "pipeline.yaml", {"REDIS_URL": redis7.url}) as pipeline:
+        assert pipeline.status(left.stdout.strip()).state == "done", "this run finished it"
 
 
 def test_run_exits_1_and_prints_the_error_when_a_stage_fails(
@@ -473,5 +475,5 @@ def test_a_folder_is_walked_without_following_a_symlink_out_of_it(
     (folder / "b.txt").symlink_to(folder / "a.txt")  # inside: followed
     (folder / "out.txt").symlink_to(secret)
     result = cli(tmp_path, "submit", "docs")
-    assert_one_line_error(result, 2, "docs/out.txt: a symlink that leads out of docs")
+    assert_one_line_error(result, 2, "docs/out.txt: a symlink that leads out of its folder")
     assert "secret" not in result.stdout

