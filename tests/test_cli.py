@@ -477,3 +477,37 @@ def test_a_folder_is_walked_without_following_a_symlink_out_of_it(
     result = cli(tmp_path, "submit", "docs")
     assert_one_line_error(result, 2, "docs/out.txt: a symlink that leads out of its folder")
     assert "secret" not in result.stdout
+
+
+def test_a_stopped_run_stops_its_embedded_redis_and_the_next_run_finishes_its_work(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    """SIGTERM ends `pipeline run` as a normal end does: its workers drain, its embedded
+    redis-server stops (nothing of it left running), exit 130 with one line. What was not
+    done stays in the AOF, and the next run finishes it and says so."""
+    code = "import time\n\ndef nap(doc):\n    time.sleep(0.5)\n    return doc\n"
+    path = write_pipeline(tmp_path, pipeline_name, 'one:\n  function: "{mod}:nap"', code)
+    path.write_text(path.read_text().replace("${REDIS_URL}", "embedded"))
+    write_docs(tmp_path, {f"{n}.txt": f"text {n}" for n in range(8)})
+    env = {k: v for k, v in worker_env("").items() if k != "REDIS_URL"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "framework", "run", "docs"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    pid_file = tmp_path / ".pipeline" / "redis.pid"
+    wait_until(pid_file.exists, timeout=30, what="the embedded redis-server")
+    redis_pid = int(pid_file.read_text())
+    time.sleep(1.0)  # a document or two done, the rest queued
+    run.send_signal(signal.SIGTERM)
+    _out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: ")
+    assert "stay queued" in err
+    wait_until(lambda: not Path(f"/proc/{redis_pid}").exists(), timeout=10, what="redis gone")
+    again = subprocess.run(
+        [sys.executable, "-m", "framework", "run", "docs"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "an earlier run left" in again.stderr
+    assert "this run finishes them too" in again.stderr

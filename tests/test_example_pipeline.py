@@ -161,4 +161,4 @@ def test_run_over_a_real_folder_finishes_with_each_failure_and_the_long_document
     chunks = long["result"]["chunks"]
     assert len(chunks) == len(chunk_spans(long["result"]["text"])) > 5000
     assert all(len(vector(chunk)) == 384 for chunk in chunks)
-    assert long["result"]["text"][-100:].strip() == text[-100:].strip()
+    assert long["result"]["text"].endswith(text.strip()[-60:]), "the whole text, to its end"
