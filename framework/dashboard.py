@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from html import escape
 
-COLUMNS = ("stage", "input", "length", "lag", "pending", "workers", "out/s", "dead", "retry")
+from framework.stats import STAGE_COLUMNS as COLUMNS
 
 PAGE = """<!doctype html>
 <html lang="en">

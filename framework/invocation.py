@@ -174,13 +174,6 @@ class StageFunction:
             payloads.append(data)
         return Emit(tuple(payloads))
 
-    @property
-    def direct(self) -> Callable[[Any], Awaitable[Any]] | None:
-        """The function itself when it can be awaited as it is (async, no ctx, no timeout):
-        the worker's runners then call `prepare`, it and `outcome` with no coroutine of ours
-        around each call. None for every other kind of function: use `call`."""
-        return self.function if self._direct else None
-
     def _arguments(self, argument: Any, context: Context | None) -> tuple[Any, ...]:
         return (argument, context) if self.wants_context else (argument,)
 
@@ -190,7 +183,10 @@ class StageFunction:
         if type(argument) is DeadLetter:
             return argument
         try:
-            result = await self._awaited(self.function(*self._arguments(argument, context)))
+            if self._direct:  # async, no ctx, no timeout: the common case, awaited as it is
+                result = await self.function(argument)
+            else:
+                result = await self._awaited(self.function(*self._arguments(argument, context)))
         except StageTimeout:
             return self.timed_out(delivery)
         except Exception as error:  # user code: any failure is an outcome, never a crash

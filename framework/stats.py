@@ -25,6 +25,8 @@ from framework.specs import PipelineSpec, StageSpec
 from framework.wire import text
 
 LAG_SCAN_CAP = 1000  # entries counted after a group's last-delivered id when XINFO has no lag
+# How `pipeline status` and the dashboard head the table of stages, one column each in order.
+STAGE_COLUMNS = ("stage", "input", "length", "lag", "pending", "workers", "out/s", "dead", "retry")
 
 
 @dataclass(frozen=True, slots=True)

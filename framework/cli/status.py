@@ -22,7 +22,7 @@ from framework.cli.common import FileOption, connected, load_pipeline, run
 from framework.cli.display import duration_ms, json_line, result_lines, timestamp
 from framework.jobs import Job
 from framework.pipeline import Pipeline
-from framework.stats import PipelineStats, StageStats, Tally, read_stats
+from framework.stats import STAGE_COLUMNS, PipelineStats, StageStats, Tally, read_stats
 
 REFRESH_SECONDS = 1.0
 
@@ -45,11 +45,8 @@ def stage_row(stage: StageStats, prefix: str, dead: Tally, retries: Tally) -> li
     ]
 
 
-STATS_COLUMNS = ("stage", "input", "length", "lag", "pending", "workers", "out/s", "dead", "retry")
-
-
 def stats_view(stats: PipelineStats) -> RenderableType:
-    """One row per stage; `workers` is active/all consumers, `out/s` over the last minute."""
+    """One row per stage; `workers` is active/all consumers, `out/s` over the last 10-20 s."""
     title = f"pipeline {stats.name} (Redis {stats.server_version})"
     table = Table(
         title=title,
@@ -58,7 +55,7 @@ def stats_view(stats: PipelineStats) -> RenderableType:
         show_edge=False,
         collapse_padding=True,
     )
-    for header in STATS_COLUMNS:
+    for header in STAGE_COLUMNS:
         if header == "input":  # the only column that may wrap: a long external stream key
             table.add_column(header, overflow="fold", min_width=12)
         else:

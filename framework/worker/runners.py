@@ -6,15 +6,13 @@ count of a reclaimed message's run before it starts, a batch split so that a ret
 runs alone. `AsyncRunners` are `concurrency` tasks on the event loop, for `async def`
 functions; plain functions run in threads (thread_runners.py).
 
-An async function's runner takes from the inbox one message at a time; a plain `async def
-f(doc)` is awaited right in the loop (the common path, run once per message, so kept lean)
-and work waiting is taken without an await, so calls that finish at once run back to back.
+An async function's runner takes from the inbox one message at a time, without an await while
+work is waiting, so calls that finish at once run back to back in one runner.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -24,7 +22,7 @@ from framework.connection import AsyncClient, retry_forever
 from framework.context import Context
 from framework.groups import is_missing_group
 from framework.invocation import StageFunction
-from framework.outcome import DeadLetter, Outcome, Skip
+from framework.outcome import Outcome, Skip
 from framework.specs import StageSpec
 from framework.wire import Delivery
 from framework.worker.commit_call import Finished
@@ -139,47 +137,12 @@ class AsyncRunners(Calls):
         """One runner: until cancelled."""
         if self.stage.batch:
             await self._in_batches(self.stage.batch)
-        elif self.function.direct is not None:
-            await self._direct(self.function.direct)
         else:
             await self._one_by_one()
 
-    async def _direct(self, function: Callable[[Any], Awaitable[Any]]) -> None:
-        """A plain `async def f(doc)`, awaited right here; work waiting is taken without an
-        await, so calls that finish at once run back to back in one runner."""
-        take, get, add = self.inbox.take, self.inbox.get, self.committer.add
-        prepare, outcome_of, failure = (
-            self.function.prepare,
-            self.function.outcome,
-            self.function.failure,
-        )
-        clock, not_for_us = time.perf_counter, self.not_for_us
-        started = clock()
-        while True:
-            delivery = take()
-            if delivery is None:
-                delivery = await get()
-                started = clock()  # else a call starts as the one before it ended
-            if not_for_us(delivery):
-                add(((delivery, SKIP, 0.0),))
-                continue
-            if delivery.claimed and not await self.runnable([delivery]):
-                continue
-            argument = prepare(delivery)
-            if type(argument) is DeadLetter:
-                outcome: Outcome = argument
-            else:
-                try:
-                    result = await function(argument)
-                except Exception as error:  # user code: any failure is an outcome, not a crash
-                    outcome = failure(error, delivery)
-                else:
-                    outcome = outcome_of(result)
-            ended = clock()
-            add(((delivery, outcome, ended - started),))
-            started = ended
-
     async def _one_by_one(self) -> None:
+        """Work waiting is taken without an await, so calls that finish at once run back to
+        back in one runner."""
         inbox, add, call = self.inbox, self.committer.add, self.function.call
         context, clock = self.context, time.perf_counter
         while True:
