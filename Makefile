@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions bench-profile bench-ablation check compose-check clean
+.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions bench-profile bench-ablation bench-check check compose-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench-profile: $(VENV)/.dev
 # commit.lua taken out, against the hand loop, with Redis's and the stages' CPU per job.
 bench-ablation: $(VENV)/.dev
 	$(BIN)/python bench/ablation.py
+
+# The tests of bench-instructions and bench-profile (pytest -m bench_tools): they need valgrind
+# (apt-get install valgrind) and py-spy (dev extra), so `make test` and `make check` leave them out.
+bench-check: $(VENV)/.dev
+	$(BIN)/pytest -m bench_tools
 
 compose-check:
 	docker compose config --quiet 2>/dev/null || docker-compose config -q
