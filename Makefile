@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions bench-profile bench-ablation bench-corpus check compose-check clean
+.PHONY: install install-dev install-ai run test lint format typecheck bench bench-full bench-instructions bench-profile bench-ablation bench-corpus bench-check check compose-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ bench-ablation: $(VENV)/.dev
 # installed packages' descriptions) against a script calling the same stage functions.
 bench-corpus: $(VENV)/.ai
 	$(BIN)/python bench/corpus.py
+
+# The tests of bench-instructions and bench-profile (pytest -m bench_tools): they need valgrind
+# (apt-get install valgrind) and py-spy (dev extra), so `make test` and `make check` leave them out.
+bench-check: $(VENV)/.dev
+	$(BIN)/pytest -m bench_tools
 
 compose-check:
 	docker compose config --quiet 2>/dev/null || docker-compose config -q

@@ -167,7 +167,7 @@ Measured = list[tuple[str, list[Drain], list[Drain]]]  # variant, its runs, the 
 
 
 def median(drains: list[Drain], field: str) -> float:
-    return statistics.median(getattr(drain, field) for drain in drains)
+    return float(statistics.median(getattr(drain, field) for drain in drains))
 
 
 def print_table(rows: Measured, jobs: int, elapsed: float) -> None:

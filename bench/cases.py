@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from harness import (
@@ -264,7 +264,8 @@ def _latencies(system: System, settings: Settings, jobs: int, rate: float | None
         due = time.perf_counter()
         for number in range(jobs):
             moment = time.perf_counter()
-            entry = client.xadd(system.input, {"data": f'{{"n": {number}}}'}).decode()
+            # bytes: this client never decodes (redis-py types the reply `bytes | str`)
+            entry = cast(bytes, client.xadd(system.input, {"data": f'{{"n": {number}}}'})).decode()
             key = Arrivals.key_of(system, number, entry)
             sent[key] = moment
             if rate is None:
@@ -442,19 +443,19 @@ def memory(settings: Settings) -> list[Row]:
     steady = [s for s in samples if s[0] >= 0.5 * jobs]
     used_growth = _trend([s[1] for s in steady])
     rss_growth = max(_trend([s[2][i] for s in steady]) for i in range(len(steady[0][2])))
-    used = [s[1] for s in steady]
+    used_band = [s[1] for s in steady]
     detail = {
         "jobs": jobs,
         "result_ttl_s": RESULT_TTL_S,
         "bytes_per_retained_entry": per_entry,
-        "used_memory_band": [min(used), max(used)],
+        "used_memory_band": [min(used_band), max(used_band)],
         "samples": [{"finished": f, "used_memory": u, "worker_rss": r} for f, u, r in samples],
     }
     return [
         Row(
             f"5 Redis used_memory growth, {jobs:,} jobs",
             f"{used_growth * 100:+.1f}%",
-            f"{min(used) / 2**20:.0f}-{max(used) / 2**20:.0f} MiB",
+            f"{min(used_band) / 2**20:.0f}-{max(used_band) / 2**20:.0f} MiB",
             1 + used_growth,
             "<= +10%",
             used_growth <= 0.10,

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import cast
 
 import redis
+from redis.typing import EncodableT, FieldT
+
+# An XREADGROUP reply as this client gets it (RESP2, not decoded); redis-py types it for every
+# protocol and decoding mode. Fields are typed as XADD takes them: they go out unchanged.
+Reply = list[tuple[bytes, list[tuple[bytes, dict[FieldT, EncodableT]]]]]
 
 
 def run(url: str, source: str, target: str, group: str) -> None:
@@ -31,7 +37,7 @@ def run(url: str, source: str, target: str, group: str) -> None:
         reply = client.xreadgroup(group, "hand-1", {source: ">"}, count=100, block=200)
         if not reply:
             continue
-        entries = reply[0][1]
+        entries = cast(Reply, reply)[0][1]
         pipe = client.pipeline(transaction=True)
         for _entry_id, fields in entries:
             pipe.xadd(target, fields)

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -185,7 +186,7 @@ class System:
     def check_alive(self) -> None:
         for process in self.processes:
             if process.poll() is not None:
-                raise RuntimeError(f"{process.args} exited with {process.returncode}")
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
 
 
 class Framework(System):
@@ -266,6 +267,11 @@ class HandLoop(System):
         ]
 
 
+# An XREAD reply as this client gets it: redis-py types replies for every protocol and decoding
+# mode at once (`bytes | str`, `... | None`); ours speak RESP2 and never decode, so all is bytes.
+ReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+
 class Arrivals(threading.Thread):
     """Notes when each job reaches the end of a system (XREAD BLOCK on its end stream).
 
@@ -286,14 +292,14 @@ class Arrivals(threading.Thread):
 
     def run(self) -> None:
         client = redis.Redis.from_url(self.system.url)
-        position = "$"
+        position: str | bytes = "$"
         while not self.stopping:
             try:
                 reply = client.xread({self.system.end: position}, block=200)
             except redis.ConnectionError:
                 return  # the run is over and the server gone
             now = time.perf_counter()
-            for _name, entries in reply or ():
+            for _name, entries in cast(ReadReply, reply or ()):
                 for entry_id, fields in entries:
                     position = entry_id
                     if b"job" in fields:

@@ -48,8 +48,14 @@ Outcome = Emit | Drop | RetryLater | DeadLetter | Skip
 
 def backoff(attempt: int, first: timedelta, cap: timedelta) -> timedelta:
     """Exponential backoff: `first` after the first run, doubling, never over `cap`."""
-    exponent = min(max(attempt - 1, 0), 60)
-    return min(first * (1 << exponent), cap)
+    if first <= timedelta(0):
+        return min(first, cap)  # a zero backoff stays zero, however many attempts
+    doublings = max(attempt - 1, 0)
+    # Once past the cap, stop doubling: `first * 2**doublings` would overflow timedelta (its
+    # range ends at 999,999,999 days) after ~47 doublings of 1 s, or take memory without end.
+    if cap < first or doublings >= (cap // first).bit_length():  # first * 2**doublings > cap
+        return cap
+    return first * (1 << doublings)
 
 
 def describe(error: BaseException) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import redis
 
+from framework.wire import range_reply
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,7 +80,7 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
 def outputs_per_job(client: redis.Redis, stream: str) -> Counter[str]:
     """How many entries each job has in `stream` (exactly-once means one per input)."""
     counts: Counter[str] = Counter()
-    for _id, fields in client.xrange(stream):
+    for _id, fields in range_reply(client.xrange(stream)):
         counts[fields[b"job"].decode()] += 1
     return counts
 

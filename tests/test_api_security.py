@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import httpx
 import pytest
@@ -29,9 +30,18 @@ TOKEN = "t0ken-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
+class AppOptions(TypedDict, total=False):
+    """`create_app`'s keyword options."""
+
+    token: str | None
+    max_waits: int
+
+
 @asynccontextmanager
-async def http_client(pipeline: Pipeline, **options: object) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(pipeline, **options))  # type: ignore[arg-type]
+async def http_client(
+    pipeline: Pipeline, **options: Unpack[AppOptions]
+) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(pipeline, **options))
     async with httpx.AsyncClient(transport=transport, base_url="http://pipeline") as client:
         yield client
 

@@ -10,6 +10,7 @@ from pipelines import write_pipeline
 from servers import RedisServer, async_wait_until
 
 from framework import BacklogFull
+from framework.connection import AsyncClient
 from framework.pipeline import Pipeline
 from framework.testing import running_pipeline
 
@@ -34,12 +35,12 @@ async def test_feeding_stage_pauses_while_the_next_is_over_its_backlog(
     assert {job.state for job in jobs.values()} == {"done"}
 
 
-async def _settled(client: object, stream: str) -> bool:
+async def _settled(client: AsyncClient, stream: str) -> bool:
     import asyncio
 
-    before = await client.xlen(stream)  # type: ignore[attr-defined]
+    before = await client.xlen(stream)
     await asyncio.sleep(0.3)
-    return bool(before == await client.xlen(stream))  # type: ignore[attr-defined]
+    return bool(before == await client.xlen(stream))
 
 
 async def test_submit_to_a_full_first_stage_refuses_and_writes_nothing(

@@ -54,8 +54,9 @@ async def test_a_poison_item_is_dead_lettered_alone_and_its_neighbours_finish(
         others = await pipeline.submit_many_async([{"n": n} for n in range(20)])
         jobs = await pipeline.wait_all_async([poison, *others], timeout=20)
     assert jobs[poison].state == "failed"
-    assert jobs[poison].error is not None
-    assert "one bad apple" in jobs[poison].error
+    error = jobs[poison].error
+    assert error is not None
+    assert "one bad apple" in error
     assert all(jobs[job_id].state == "done" for job_id in others)
     with redis_server.client() as client:
         letters = client.xrange(f"{{{pipeline_name}}}:dead")

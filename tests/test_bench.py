@@ -3,6 +3,10 @@
 Speed is not judged here (benchmarks judge it, on a quiet machine); what is checked is that the
 benchmark starts its own Redis, runs real workers, prints its table and writes the JSON report
 with the machine, so the figures in the README can always be rerun.
+
+The tests of the tools that need valgrind or py-spy are marked `bench_tools`: `make test`
+leaves them out, `make bench-check` runs them, and there a missing tool fails the test with
+the command that installs it. The others guard the engine's own files and run everywhere.
 """
 
 from __future__ import annotations
@@ -55,11 +59,13 @@ def test_the_benchmark_refuses_an_unknown_case_in_one_line() -> None:
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+@pytest.mark.bench_tools
 def test_instruction_counts_come_from_the_counted_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`make bench-instructions` counts what Redis executes while jobs drain, per job."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        pytest.fail("valgrind is not installed: apt-get install valgrind")
     monkeypatch.setattr(sys, "path", [str(ROOT / "bench"), *sys.path])  # put back after
     import instructions
     from harness import HandLoop
@@ -70,8 +76,10 @@ def test_instruction_counts_come_from_the_counted_process(
     assert 20_000 < per_job < 1_000_000
 
 
+@pytest.mark.bench_tools
 def test_the_profile_samples_busy_workers_and_sorts_them_into_layers(tmp_path: Path) -> None:
-    """`make bench-profile`: py-spy attached to each of the 4 workers while jobs stream."""
+    """`make bench-profile`: py-spy attached to each of the 4 workers while jobs stream.
+    Without py-spy the script exits naming `pip install py-spy`, and that fails the test."""
     out = tmp_path / "profile.txt"
     done = subprocess.run(
         [sys.executable, "bench/worker_profile.py", "--seconds", "2", "--out", out],

@@ -27,7 +27,10 @@ async def test_replies_come_back_as_hiredis_parsed_them(
         assert reply == [[stream.encode(), [[entry_id, [b"data", b"{}"]]]]]
         hello = await channel.execute("HELLO")
         assert dict(zip(hello[::2], hello[1::2], strict=True))[b"proto"] == 2
-        assert raw_read_entries(reply) == [[entry_id, [b"data", b"{}"]]]
+        # Each entry is a list as hiredis parsed it, typed as the pair it unpacks like.
+        assert [[id_, fields] for id_, fields in raw_read_entries(reply)] == [
+            [entry_id, [b"data", b"{}"]]
+        ]
         assert await channel.execute("XACK", stream, "g", entry_id) == 1
     finally:
         await channel.aclose()
@@ -92,7 +95,8 @@ async def test_a_silent_network_is_given_up_on_by_keepalive_and_user_timeout(
         await channel.execute("PING")
         connection = channel._connection
         assert connection is not None
-        sock = connection._writer.get_extra_info("socket")  # type: ignore[union-attr]
+        assert connection._writer is not None
+        sock = connection._writer.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 20_000

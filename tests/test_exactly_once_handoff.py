@@ -70,7 +70,9 @@ def stage(spec: PipelineSpec, name: str) -> StageSpec:
 
 def held(spec: PipelineSpec) -> Holdings:
     """A worker's holdings for stage a, with no stage downstream to hold it back."""
-    return Holdings(stage(spec, "a"), Inbox(), Gate(None, []), structlog.get_logger())  # type: ignore[arg-type]
+    # No stage downstream: the gate never asks Redis anything, so it needs no client.
+    gate = Gate(None, [])  # type: ignore[arg-type]
+    return Holdings(stage(spec, "a"), Inbox(), gate, structlog.get_logger())
 
 
 async def deliver(channel: Channel, stage: StageSpec, consumer: str = "c1") -> list[Delivery]:
@@ -372,7 +374,9 @@ async def test_each_message_keeps_its_own_job_and_timing(
         client.xadd(spec.keys.input, {"job": "report-7", "data": "{}"})
     deliveries = await deliver(channel, stage(spec, "a"))
     seconds = (0.001, 0.0, 0.25)
-    finished = [(d, Emit((d.data,)), s) for d, s in zip(deliveries, seconds, strict=True)]
+    finished: list[Finished] = [
+        (d, Emit((d.data,)), s) for d, s in zip(deliveries, seconds, strict=True)
+    ]
     assert all(await commit(channel, spec, "a", finished))
     outputs = entries(redis_server, spec.keys.stage("a"))
     assert [o["job"] for o in outputs] == [*bare, "report-7"]

@@ -15,7 +15,7 @@ from servers import RedisServer, wait_until
 
 from framework.connection import Server, connect
 from framework.pipeline import Pipeline
-from framework.wire import Delivery
+from framework.wire import Delivery, range_reply, text
 from framework.worker.leases import mark_started, reclaim
 
 CODE = """
@@ -167,7 +167,7 @@ def test_a_message_that_kills_its_worker_is_dead_lettered_and_its_neighbours_fin
     poison_runs = [attempt for job, attempt, _pid in runs(runs_file) if job == poison]
     assert poison_runs == ["1", "2", "3"]
     assert restarts == 4  # three killed, one that dead-letters the poison and runs the rest
-    [(_id, letter)] = client.xrange(f"{{{pipeline_name}}}:dead")
+    [(_id, letter)] = range_reply(client.xrange(f"{{{pipeline_name}}}:dead"))
     assert letter[b"job"].decode() == poison
     assert letter[b"error"].startswith(b"attempt 4 is over max_attempts 3: the last run never")
     if not batch:
@@ -195,7 +195,7 @@ async def test_a_reclaimed_message_costs_an_attempt_only_when_its_run_starts(
 
     try:
         await client.xgroup_create(stream, group, id="0", mkstream=True)
-        entry = (await client.xadd(stream, {"job": "j", "data": "{}"})).decode()
+        entry = text(await client.xadd(stream, {"job": "j", "data": "{}"}))
         await client.xreadgroup(group, "first", {stream: ">"})
         assert await deliveries() == 1  # the first delivery counts: no one can tell it ran
 

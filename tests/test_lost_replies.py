@@ -26,6 +26,7 @@ from proxy import ProxyFactory
 from servers import RedisServer, wait_until
 
 from framework.pipeline import Pipeline
+from framework.wire import range_reply
 
 JOBS = 1000
 STAGES = """\
@@ -102,7 +103,8 @@ def check_exactly_once(client: object, name: str, ids: list[str]) -> None:
     assert len(set(ids)) == JOBS
     for stream in ("input", "one", "two", "three", "done"):
         jobs = Counter(
-            fields[b"job"].decode() for _, fields in client.xrange(f"{{{name}}}:{stream}")
+            fields[b"job"].decode()
+            for _, fields in range_reply(client.xrange(f"{{{name}}}:{stream}"))
         )
         twice = {job: count for job, count in jobs.items() if count > 1}
         assert not twice, f"{stream}: jobs more than once: {list(twice.items())[:5]}"
@@ -111,7 +113,7 @@ def check_exactly_once(client: object, name: str, ids: list[str]) -> None:
     for job in ids:
         pipe.hget(f"{{{name}}}:job:{job}", "state")
     assert Counter(state.decode() for state in pipe.execute()) == {"done": JOBS}
-    for _, fields in client.xrange(f"{{{name}}}:three", count=5):
+    for _, fields in range_reply(client.xrange(f"{{{name}}}:three", count=5)):
         assert orjson.loads(fields[b"data"])["path"] == ["one", "two", "three"]
 
 

@@ -9,6 +9,7 @@ from pipelines import write_pipeline
 from servers import RedisServer
 
 from framework.testing import running_pipeline
+from framework.wire import text
 
 CODE = "def grow(doc):\n    return {'text': doc['text'] * doc.get('times', 1)}\n"
 
@@ -22,7 +23,7 @@ async def test_oversized_payloads_and_outputs_are_dead_lettered(
     async with running_pipeline(path, redis7.url) as pipeline:
         client = await pipeline.client()
         stream = f"{{{pipeline_name}}}:input"
-        big_in = (await client.xadd(stream, {"data": '{"text": "%s"}' % ("x" * 2000)})).decode()
+        big_in = text(await client.xadd(stream, {"data": '{"text": "%s"}' % ("x" * 2000)}))
         big_out = await pipeline.submit_async({"text": "y" * 100, "times": 50})
         fine = await pipeline.submit_async({"text": "z"})
         jobs = await pipeline.wait_all_async([big_in, big_out, fine], timeout=10)

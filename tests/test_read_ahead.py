@@ -30,10 +30,11 @@ def slow(doc):
 """
 
 
-def runs(path: Path) -> list[tuple[str, str]]:
+def runs(path: Path) -> list[list[str]]:
+    """Each run's `n` and worker pid, in the order they ended."""
     if not path.exists():
         return []
-    return [tuple(line.split()) for line in path.read_text().splitlines()]  # type: ignore[misc]
+    return [line.split() for line in path.read_text().splitlines()]
 
 
 # -- the rule --------------------------------------------------------------------------------
@@ -124,10 +125,9 @@ def test_two_workers_of_a_slow_stage_share_its_backlog(
     runs_file = tmp_path / "runs.txt"
     with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
         pipeline.submit_many([{"n": n} for n in range(12)])
-    env = {"RUNS_FILE": str(runs_file), "PAUSE": "0.5"}
-    first = start_worker(path, "slow", redis7.url, **env)
+    first = start_worker(path, "slow", redis7.url, RUNS_FILE=str(runs_file), PAUSE="0.5")
     wait_until(lambda: runs(runs_file), timeout=20, what="the first run")
-    second = start_worker(path, "slow", redis7.url, **env)
+    second = start_worker(path, "slow", redis7.url, RUNS_FILE=str(runs_file), PAUSE="0.5")
     try:
         wait_until(lambda: len(runs(runs_file)) >= 12, timeout=40, what="12 runs")
     finally:

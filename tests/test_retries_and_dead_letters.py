@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines import write_pipeline
+from redis.typing import EncodableT, FieldT
 from servers import RedisServer
 
 from framework.testing import running_pipeline
+from framework.wire import text
 
 CODE = """
 from pydantic import BaseModel
@@ -92,7 +94,7 @@ async def test_bad_payloads_are_dead_lettered_without_retries_and_the_worker_goe
     path = write_pipeline(tmp_path, pipeline_name, 'only:\n  function: "{mod}:checked"', CODE, TOP)
     async with running_pipeline(path, redis_server.url) as pipeline:
         client = await pipeline.client()
-        not_json = (await client.xadd(f"{{{pipeline_name}}}:input", {"data": "{nope"})).decode()
+        not_json = text(await client.xadd(f"{{{pipeline_name}}}:input", {"data": "{nope"}))
         wrong_shape = await pipeline.submit_async({"n": "many"})
         good = await pipeline.submit_async({"n": 21})
         jobs = await pipeline.wait_all_async([not_json, wrong_shape, good], timeout=15)
@@ -115,7 +117,7 @@ async def test_bare_xadd_without_data_is_a_job_whose_id_is_the_entry_id(
         entry = await client.xadd(
             f"{{{pipeline_name}}}:input", {"prompt": "Summarize this", "user_id": "12345"}
         )
-        job = await pipeline.wait_async(entry.decode(), timeout=10)
+        job = await pipeline.wait_async(text(entry), timeout=10)
     assert job.state == "done"
     assert job.result == {"got": {"prompt": "Summarize this", "user_id": "12345"}}
 
@@ -128,13 +130,13 @@ async def test_entries_that_break_the_wire_format_are_dead_lettered_and_the_read
     async with running_pipeline(path, redis_server.url) as pipeline:
         client = await pipeline.client()
         stream = f"{{{pipeline_name}}}:input"
-        bad = {
+        bad: dict[str, dict[FieldT, EncodableT]] = {
             "bare field": {"blob": b"\xff\xfe\x00bin"},
             "trace": {"data": b"{}", "trace": b"\xff"},
             "job": {"job": b"\xc3(", "data": b"{}"},
             "attempt": {"data": b"{}", "for": b"only", "attempt": b"many"},
         }
-        ids = {what: (await client.xadd(stream, fields)).decode() for what, fields in bad.items()}
+        ids = {what: text(await client.xadd(stream, fields)) for what, fields in bad.items()}
         good = await pipeline.submit_async({"n": 1})
         jobs = await pipeline.wait_all_async([*ids.values(), good], timeout=15)
     assert jobs[good].result == {"got": {"n": 1}}

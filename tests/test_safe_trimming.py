@@ -8,10 +8,12 @@ from pathlib import Path
 from pipelines import outputs_per_job, write_pipeline
 from servers import RedisServer, async_wait_until
 
+from framework.connection import AsyncClient
 from framework.pipeline import Pipeline
 from framework.retention import trim
 from framework.specs import Retention
 from framework.testing import running_pipeline
+from framework.wire import read_reply
 
 CODE = """
 import time
@@ -58,18 +60,18 @@ async def test_undelivered_and_pending_entries_survive_trimming(
         assert sync.xlen(f"{{{pipeline_name}}}:slow") == 20
 
 
-async def _trim_all_the_time(client: object, stream: str) -> None:
+async def _trim_all_the_time(client: AsyncClient, stream: str) -> None:
     while True:
-        await trim(client, stream, Retention(max_len=1, max_age=None))  # type: ignore[arg-type]
+        await trim(client, stream, Retention(max_len=1, max_age=None))
         await asyncio.sleep(0.001)
 
 
-async def _length_is(client: object, stream: str, length: int) -> bool:
-    return bool(await client.xlen(stream) == length)  # type: ignore[attr-defined]
+async def _length_is(client: AsyncClient, stream: str, length: int) -> bool:
+    return bool(await client.xlen(stream) == length)
 
 
-async def _length_at_most(client: object, stream: str, length: int) -> bool:
-    return bool(await client.xlen(stream) <= length)  # type: ignore[attr-defined]
+async def _length_at_most(client: AsyncClient, stream: str, length: int) -> bool:
+    return bool(await client.xlen(stream) <= length)
 
 
 async def test_max_age_trims_only_old_acknowledged_history(
@@ -86,7 +88,7 @@ async def test_max_age_trims_only_old_acknowledged_history(
         await asyncio.sleep(0.01)
         assert await trim(client, stream, old) == 0, "undelivered entries must stay"
         delivered = await client.xreadgroup("only", "c", {stream: ">"}, count=3)
-        ids = [entry_id for entry_id, _ in delivered[0][1]]
+        ids = [entry_id for entry_id, _ in read_reply(delivered)[0][1]]
         assert await trim(client, stream, old) == 0, "pending entries must stay"
         await client.xack(stream, "only", ids[0], ids[1])
         assert await trim(client, stream, old) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from document_jobs import document_job
@@ -20,7 +21,7 @@ KNOWN = (
 )
 
 
-def analyzed(filename: str) -> dict:
+def analyzed(filename: str) -> dict[str, Any]:
     return analyze(extract(document_job(DOCUMENTS / filename)))
 
 

@@ -174,7 +174,7 @@ def test_search_finds_the_right_document(
     analyzed = [analyze(doc) for doc in shipped()]
     summarized = [asyncio.run(summarize(doc)) for doc in analyzed]
     results = embed(summarized)
-    lines = [{"job": "batch", "result": results[:2]}]  # a job whose result is a list
+    lines: list[dict[str, object]] = [{"job": "batch", "result": results[:2]}]  # a list result
     lines += [{"job": str(i), "result": doc} for i, doc in enumerate(results[2:])]
     path = tmp_path / "results.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "\n")

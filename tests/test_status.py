@@ -12,12 +12,14 @@ from pipelines import write_pipeline
 from servers import RedisServer, async_wait_until
 
 from framework import scripts
+from framework.connection import AsyncClient
 from framework.dead_letters import purge, redrive, selected_pages
 from framework.pipeline import Pipeline
 from framework.retention import trim
 from framework.specs import Retention
 from framework.stats import read_stats, throughput
 from framework.testing import running_pipeline
+from framework.wire import text
 
 PAYLOAD_BYTES = 200_000
 
@@ -55,7 +57,7 @@ async def dead_and_waiting(
     return Pipeline.load(path, {"REDIS_URL": server.url}), ids
 
 
-async def _count(client: redis.asyncio.Redis, pipeline: Pipeline) -> bool:
+async def _count(client: AsyncClient, pipeline: Pipeline) -> bool:
     keys = pipeline.spec.keys
     return bool(await client.xlen(keys.dead) == 5 and await client.zcard(keys.retry) == 5)
 
@@ -127,7 +129,7 @@ async def test_readings_rotate_every_period(redis7: RedisServer, pipeline_name: 
     finally:
         await client.delete(stats_key)
         await client.aclose()
-    counters = {key.decode(): int(value) for key, value in raw.items()}
+    counters = {text(key): int(value) for key, value in raw.items()}
     assert counters == {
         "out.a": 60,
         "snap.at": 1_010_000,

@@ -16,6 +16,7 @@ from servers import RedisServer
 from framework import PayloadError, RedisUnavailable, SubmitCutShort
 from framework.pipeline import Pipeline
 from framework.testing import running_pipeline
+from framework.wire import range_reply
 
 CODE = "def same(doc):\n    return doc\n"
 STAGES = 'one:\n  function: "{mod}:same"\ntwo:\n  function: "{mod}:same"\n  start: new'
@@ -126,7 +127,9 @@ async def test_a_submit_redis_stops_part_way_says_what_was_queued_and_what_is_un
     assert [position for position, _ in cut.value.queued] == [0, 1]
     assert (cut.value.unknown, cut.value.not_queued) == ([2, 3], [4, 5])
     assert "command not allowed when used memory" in str(cut.value)
-    queued = [f[b"job"].decode() for _, f in client.xrange(f"{{{pipeline_name}}}:input")]
+    queued = [
+        f[b"job"].decode() for _, f in range_reply(client.xrange(f"{{{pipeline_name}}}:input"))
+    ]
     assert queued == [job for _, job in cut.value.queued]
     assert queued == cut.value.job_ids[:2]
     assert len(set(cut.value.job_ids)) == 6, "every job had its id before the first attempt"
