@@ -48,10 +48,26 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: LineDroppingLogger(sys.stderr),
         cache_logger_on_first_use="pytest" not in sys.modules,
     )
     _route_library_logs(processors, renderer, numeric)
+
+
+class LineDroppingLogger(structlog.PrintLogger):
+    """Prints each event as a line, and drops a line that cannot be written (stderr's reader
+    gone: a closed pipe, a full disk). A worker whose log went away must still stop on SIGTERM,
+    hand back what it holds and commit what it finished: a lost log line costs nothing else,
+    an exception from a log call would cost all of that."""
+
+    def msg(self, message: str) -> None:
+        try:
+            super().msg(message)
+        except (OSError, ValueError):  # ValueError: the file was closed under us
+            pass
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
 
 
 def _route_library_logs(processors: list[Any], renderer: Any, level: int) -> None:

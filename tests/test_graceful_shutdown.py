@@ -3,11 +3,15 @@ without costing an attempt, exit 0; a new worker finishes the job, nothing lost 
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
-from pipelines import job_states, outputs_per_job, start_worker, stop, write_pipeline
-from servers import RedisServer, wait_until
+from pipelines import job_states, outputs_per_job, start_worker, stop, worker_env, write_pipeline
+from servers import RedisServer, async_wait_until, wait_until
 
 from framework.pipeline import Pipeline
 
@@ -89,3 +93,66 @@ def test_a_call_still_running_after_the_grace_period_keeps_its_attempt(
         assert stop(successor) == 0
     with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
         assert pipeline.status(job).result["attempt"] == 2
+
+
+@pytest.mark.slow
+def test_a_worker_whose_log_went_away_still_stops_and_loses_nothing(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    # Its stderr a pipe whose reader is gone (a supervisor restarted, `| head` ended): every
+    # log line now fails to be written. SIGTERM must still stop it gracefully.
+    stages = 'slow:\n  function: "{mod}:slow"\n  concurrency: 3'
+    path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "defaults:\n  lease: 2s")
+    client = redis7.client()
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        ids = pipeline.submit_many([{"n": n} for n in range(30)])
+    command = [sys.executable, "-m", "framework", "-f", str(path), "worker", "slow"]
+    worker = subprocess.Popen(
+        command,
+        env=worker_env(redis7.url, PIPELINE_LOG_LEVEL="info"),  # a line per message
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(lambda: job_states(client, pipeline_name, ids)["done"] >= 3, 20, "some jobs done")
+    for output in (worker.stdout, worker.stderr):
+        assert output is not None
+        output.close()
+    done = job_states(client, pipeline_name, ids)["done"]
+    wait_until(
+        lambda: job_states(client, pipeline_name, ids)["done"] >= done + 3,
+        10,
+        "jobs done with the log gone",
+    )
+    assert worker.poll() is None, "the worker died with its log"
+    assert stop(worker) == 0
+    successor = start_worker(path, "slow", redis7.url)
+    try:
+        wait_until(lambda: job_states(client, pipeline_name, ids)["done"] == 30, 30, "all done")
+    finally:
+        assert stop(successor) == 0
+    assert set(outputs_per_job(client, f"{{{pipeline_name}}}:slow").values()) == {1}
+
+
+async def test_a_cancelled_worker_leaves_no_runner_thread_behind(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> None:
+    # Cancelled (a sibling stage's worker failed in the same process): its idle runner
+    # threads must end, or the process could never exit.
+    stages = 'slow:\n  function: "{mod}:slow"\n  concurrency: 3'
+    path = write_pipeline(tmp_path, pipeline_name, stages, CODE)
+    pipeline = Pipeline.load(path, {"REDIS_URL": redis7.url})
+    try:
+        job = await pipeline.submit_async({"n": 1})
+        running = asyncio.create_task(pipeline.run_workers_async(None, asyncio.Event()))
+        await pipeline.wait_async(job, timeout=20)
+        assert _runner_threads() == 3
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await async_wait_until(lambda: _runner_threads() == 0, 5, "the runner threads to end")
+    finally:
+        await pipeline.close_async()
+
+
+def _runner_threads() -> int:
+    return sum(thread.name.startswith("stage-slow-") for thread in threading.enumerate())

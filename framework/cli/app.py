@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -85,6 +86,13 @@ def _leave(code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _bug() -> NoReturn:
+    """An exception we did not expect is a bug of ours: its traceback, and exit 1 without
+    waiting for runner threads (an idle one, or a hung call, would hold the process)."""
+    traceback.print_exc()
+    _leave(1)
+
+
 def _usage_message(error: Exception) -> str:
     format_message = getattr(error, "format_message", None)
     message = format_message() if callable(format_message) else str(error)
@@ -135,11 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     except ExceptionGroup as group:  # a worker's tasks: the same, when that is all they met
         matched, rest = group.split(ONE_LINE)
         if matched is None or rest is not None:
-            raise
+            _bug()
         first = _first(matched)
         if isinstance(first, PipelineError):
             _exit(str(first), first.exit_code)
         _exit(_server_problem(first), 1)
     except (typer.Abort, KeyboardInterrupt):
         _leave(130)
+    except Exception:
+        _bug()
     _leave(code if isinstance(code, int) else 0)

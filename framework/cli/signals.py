@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -31,12 +30,12 @@ def install_stop_handlers(stopping: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
+        # Act first, then say so: a log line that cannot be written must not keep the worker up.
         if stopping.is_set():
             log.warning("shutdown_forced", signal=signal.Signals(signum).name)
-            sys.stderr.flush()
             os._exit(130)  # at once: atexit would join the threads of a hung stage call
-        log.info("shutdown_requested", signal=signal.Signals(signum).name)
         stopping.set()
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
 
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)

@@ -112,6 +112,7 @@ class StageWorker:
                     task.cancel()
                 await self.committer.close(committer)
         finally:
+            self._stop_runners()  # also when a task failed or the worker was cancelled
             await self._release_held()
             self.leases.stop()
             await self._retire()
@@ -138,10 +139,15 @@ class StageWorker:
             return [group.create_task(runners.watch())]
         return [group.create_task(runners.run()) for _ in range(self.stage.concurrency)]
 
+    def _stop_runners(self) -> None:
+        """Runner threads take no more; what they run finishes. An idle thread would otherwise
+        wait for work for ever, and the process would not exit."""
+        if isinstance(self.runners, ThreadRunners):
+            self.runners.stop()
+
     async def _drain(self) -> None:
         """Hand back what never started; give running calls the grace period to finish."""
-        if isinstance(self.runners, ThreadRunners):
-            self.runners.stop()  # threads take no more; what they run finishes
+        self._stop_runners()
         await self._hand_back(self.holdings.unstarted())
         deadline = time.monotonic() + self.grace_period.total_seconds()
         if not await self.holdings.emptied(deadline):
