@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import orjson
 
+from framework.cancellation import raise_if_cancelled
 from framework.connection import TRANSIENT_ERRORS, AsyncClient
 from framework.errors import JobNotFound, WaitTimeout
 from framework.keys import Keys
@@ -213,6 +214,7 @@ async def wait_for_jobs(
 
     await collect(list(waiting))
     while waiting:
+        raise_if_cancelled()
         block_ms = 1000
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -287,6 +289,7 @@ class DoneWatcher:
         delay = 0.05
         position: str | None = None
         while True:
+            raise_if_cancelled()
             try:
                 if position is None:
                     position = await last_done_id(self.client, self.keys)
