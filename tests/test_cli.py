@@ -7,6 +7,10 @@ user's mistake, exit 2 for usage and config errors, 1 for failures, 0 for succes
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -511,3 +515,85 @@ def test_a_stopped_run_stops_its_embedded_redis_and_the_next_run_finishes_its_wo
     assert again.returncode == 0, again.stderr
     assert "an earlier run left" in again.stderr
     assert "this run finishes them too" in again.stderr
+
+
+def _stage_processes(run_pid: int) -> list[int]:
+    """The `pipeline worker` processes `pipeline run` started (Linux's /proc)."""
+    children = Path(f"/proc/{run_pid}/task/{run_pid}/children")
+    found = []
+    for pid in children.read_text().split() if children.exists() else []:
+        with contextlib.suppress(OSError):
+            if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                found.append(int(pid))
+    return found
+
+
+def _one_per_stage(run_pid: int, stages: int = 2) -> list[int]:
+    found = _stage_processes(run_pid)
+    return found if len(found) == stages else []
+
+
+def _embedded_run(tmp_path: Path, pipeline_name: str, stages: str, code: str) -> dict[str, str]:
+    """A pipeline on embedded Redis and 8 documents; the environment to run it with."""
+    path = write_pipeline(tmp_path, pipeline_name, stages, code)
+    path.write_text(path.read_text().replace("${REDIS_URL}", "embedded"))
+    write_docs(tmp_path, {f"{n}.txt": f"text {n}" for n in range(8)})
+    return {k: v for k, v in worker_env("").items() if k != "REDIS_URL"}
+
+
+NAP = "import time\n\ndef nap(doc):\n    time.sleep(0.5)\n    return doc\n"
+NAPS = 'one:\n  function: "{mod}:nap"\ntwo:\n  function: "{mod}:nap"'
+
+
+def test_run_runs_each_stage_in_a_worker_process_and_says_when_one_dies(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    env = _embedded_run(tmp_path, pipeline_name, NAPS, NAP)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "framework", "run", "docs"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
+    pid_file = tmp_path / ".pipeline" / "redis.pid"
+    redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
+    os.kill(workers[0], signal.SIGKILL)
+    _out, err = run.communicate(timeout=30)
+    assert run.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"the worker of stage '(one|two)' was killed by signal 9; its log is above",
+                        last), err  # fmt: skip
+    assert "Traceback" not in err
+    wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
+
+
+def test_a_killed_run_takes_its_stage_processes_and_embedded_redis_with_it(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    """SIGKILL leaves the run no chance to stop anything: the kernel tells its workers (the
+    parent-death signal), they drain as on SIGTERM, and the last one stops the server."""
+    env = _embedded_run(tmp_path, pipeline_name, NAPS, NAP)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "framework", "run", "docs"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
+    pid_file = tmp_path / ".pipeline" / "redis.pid"
+    redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
+    run.kill()
+    run.wait()
+    for pid in workers:
+        wait_until(functools.partial(_gone, pid), timeout=20, what=f"worker {pid} gone")
+    wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
+
+
+def _gone(pid: int) -> bool:
+    return not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie whose parent is gone is reaped by init, and counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -1,8 +1,9 @@
 """`pipeline run PATH...`: the whole pipeline on one machine, from files to printed results.
 
-Every stage runs in this process (against embedded Redis unless REDIS_URL is set), the files
-are submitted as jobs, and each job's result is printed once all have finished. Stage functions
-are imported before anything is submitted, so a broken stage module costs no queued jobs.
+Every stage runs in a worker process of its own, as in production (stage_processes.py),
+against embedded Redis unless REDIS_URL is set; the files are submitted as jobs, and each job's
+result is printed once all have finished. Stage functions are imported here before anything is
+submitted, so a broken stage module costs no queued jobs.
 Every file is one job: one that cannot travel as a payload goes as a reference, read where the
 stages run, and a file they may not read fails as its own job with the reason (documents.py).
 A stop signal ends the run as a normal end does, and the next run finishes what it left.
@@ -29,6 +30,7 @@ from framework.cli.display import first_line, json_line, result_lines
 from framework.cli.documents import Document, find_documents
 from framework.cli.progress import Tracker, progress
 from framework.cli.signals import STOP_SIGNALS, noted
+from framework.cli.stage_processes import StageProcesses, WorkerExited
 from framework.errors import BacklogFull, PipelineError, WaitTimeout
 from framework.files import ROOTS_VARIABLE
 from framework.jobs import Job
@@ -130,13 +132,13 @@ def on_stop_signals(interrupted: asyncio.Event) -> None:
 async def process(
     pipeline: Pipeline, documents: list[Document], timeout: float | None
 ) -> list[Outcome]:
-    stopping, interrupted = asyncio.Event(), asyncio.Event()
+    interrupted = asyncio.Event()
     on_stop_signals(interrupted)
-    async with connected(pipeline):
+    async with connected(pipeline):  # the embedded Redis starts here, before its users
         leftovers = await mention_leftovers(pipeline)
-        workers = asyncio.create_task(
-            pipeline.run_workers_async(None, stopping, grace_period=GRACE_PERIOD)
-        )
+        stages = StageProcesses(pipeline.spec.source, list(pipeline.stage_names), GRACE_PERIOD)
+        await stages.start()
+        workers = asyncio.create_task(stages.watch())
         try:
             async with progress(len(documents)) as tracker:
                 ids = await submit_documents(pipeline, documents)
@@ -144,8 +146,9 @@ async def process(
             if leftovers:
                 await finish_leftovers(pipeline, timeout, workers, interrupted)
         finally:
-            stopping.set()
-            await workers
+            await stages.stop()
+            with contextlib.suppress(WorkerExited):  # raised above if it cost any job
+                await workers
     return [Outcome(doc, jobs[job_id]) for doc, job_id in zip(documents, ids, strict=True)]
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 noted: list[int] = []  # stop signals that arrived before a command installed its handlers
+PARENT_VARIABLE = "PIPELINE_RUN_PARENT"  # set by `pipeline run` for its stage processes
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def note(signum: int, frame: FrameType | None) -> None:
@@ -41,3 +44,18 @@ def install_stop_handlers(stopping: asyncio.Event) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     if noted:  # stopped while still starting: nothing is held yet, stop at once
         on_signal(noted[0])
+
+
+def stop_with_parent() -> None:
+    """A stage process of `pipeline run` stops, as on SIGTERM, when the run dies without
+    stopping it (SIGKILL, a second Ctrl-C): the kernel sends it SIGTERM then (Linux's
+    parent-death signal). Without it, an orphan would hold the embedded Redis for ever."""
+    parent = os.environ.pop(PARENT_VARIABLE, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # it died before we asked
+        noted.append(signal.SIGTERM)

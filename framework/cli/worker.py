@@ -26,7 +26,7 @@ from framework.cli.common import (
     parse_startup_wait,
     run,
 )
-from framework.cli.signals import install_stop_handlers
+from framework.cli.signals import install_stop_handlers, stop_with_parent
 from framework.durations import parse_duration
 from framework.pipeline import Pipeline
 
@@ -90,6 +90,7 @@ def worker(
     file: FileOption = None,
 ) -> None:
     """Consume STAGE's input until SIGTERM/SIGINT (graceful; a second signal exits at once)."""
+    stop_with_parent()
     if bool(stages) == all_stages:
         raise UsageProblem("name a STAGE to run, or --all (not both)")
     grace = parse_grace_period(grace_period)
