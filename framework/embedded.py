@@ -51,13 +51,24 @@ def _free_port() -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a process that ended and waits for its parent to read its status (a zombie,
+    as a killed `pipeline run` is while its parent reads the output its workers share) has
+    left the server, and must not keep it up."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS), or it has just gone
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _answers(url: str) -> bool:
