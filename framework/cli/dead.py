@@ -21,6 +21,7 @@ from framework.cli.common import (
 )
 from framework.cli.display import duration_ms, first_line, json_line
 from framework.dead_letters import DeadLetter, Selection, newest_first, purge_selected, retry
+from framework.pipeline import Pipeline
 
 app = typer.Typer(help="Inspect and re-drive the dead-letter stream.", no_args_is_help=True)
 
@@ -67,6 +68,16 @@ def summary(letter: DeadLetter) -> str:
     )
 
 
+def _selected(
+    ctx: typer.Context, ids: list[str] | None, stage: str | None, everything: bool
+) -> tuple[Pipeline, Selection]:
+    """The pipeline, and the letters named on the command line (ids, `--stage`, `--all`)."""
+    pipeline = load_pipeline(ctx)
+    selection = Selection(tuple(ids or ()), stage, everything)
+    selection.check()
+    return pipeline, selection
+
+
 @app.command("retry")
 def retry_letters(
     ctx: typer.Context,
@@ -76,11 +87,9 @@ def retry_letters(
     file: FileOption = None,
 ) -> None:
     """Send dead letters back to the stage that failed them, as a fresh first attempt."""
-    pipeline = load_pipeline(ctx)
-    selection = Selection(tuple(ids or ()), stage, everything)
-    selection.check()
+    pipeline, selection = _selected(ctx, ids, stage, everything)
     if stage is not None:
-        check_stage(pipeline, stage)
+        check_stage(pipeline, stage)  # a letter goes back to a stage the file still has
 
     async def body() -> tuple[int, int]:
         async with connected(pipeline) as client:
@@ -101,9 +110,7 @@ def purge_letters(
     file: FileOption = None,
 ) -> None:
     """Delete dead letters for good: the named IDs, those of --stage, or with --all every one."""
-    pipeline = load_pipeline(ctx)
-    selection = Selection(tuple(ids or ()), stage, everything)
-    selection.check()  # any --stage: also one no longer in the YAML
+    pipeline, selection = _selected(ctx, ids, stage, everything)  # any --stage: also a gone one
 
     async def body() -> int:
         async with connected(pipeline) as client:
