@@ -53,12 +53,16 @@ class StageProcesses:
         env = {**os.environ, PARENT_VARIABLE: str(os.getpid())}
         env.setdefault("PIPELINE_LOG_LEVEL", LOG_LEVEL)
         grace = f"{self.grace_period.total_seconds():g}s"
-        for stage in self.stages:
-            self._processes[stage] = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "framework", "-f", str(self.pipeline_file),
-                "worker", stage, "--grace-period", grace,
-                env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+        try:
+            for stage in self.stages:
+                self._processes[stage] = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "framework", "-f", str(self.pipeline_file),
+                    "worker", stage, "--grace-period", grace,
+                    env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+        except BaseException:  # those started stop now, not when the run exits
+            await self.stop()
+            raise
 
     async def watch(self) -> None:
         """Return once they are stopped; raise WorkerExited if one ends before."""
