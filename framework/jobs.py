@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import orjson
 
-from framework.cancellation import raise_if_cancelled
+from framework.cancellation import cancel_check
 from framework.connection import TRANSIENT_ERRORS, AsyncClient
 from framework.errors import JobNotFound, WaitTimeout
 from framework.keys import Keys
@@ -193,6 +193,7 @@ async def wait_for_jobs(
     Reads the done stream's position first, then the hashes, then blocks on the stream from that
     position: a job finishing in between is in the stream, so none is missed.
     """
+    cancelled = cancel_check()
     waiting = set(job_ids)
     finished: dict[str, Job] = {}
     position = await last_done_id(client, keys)
@@ -214,7 +215,7 @@ async def wait_for_jobs(
 
     await collect(list(waiting))
     while waiting:
-        raise_if_cancelled()
+        cancelled()
         block_ms = 1000
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -247,6 +248,7 @@ class DoneWatcher:
     async def wait(self, job_id: str, timeout: float) -> Job:
         """The job once it has finished; WaitTimeout after `timeout` seconds."""
         self._start()
+        cancelled = cancel_check()
         loop = asyncio.get_running_loop()
         waiting = self._waiters.setdefault(job_id, set())
         finished: asyncio.Future[None] = loop.create_future()
@@ -258,6 +260,7 @@ class DoneWatcher:
                     job = await read_job(self.client, self.keys, job_id, self.stages)
                     if job.finished:
                         return job
+                    cancelled()  # the timeout's, lost in read_job's command
                     await finished  # a done entry for this job: read its hash again
                     waiting.discard(finished)
                     finished = loop.create_future()
@@ -288,8 +291,9 @@ class DoneWatcher:
     async def _read(self) -> None:
         delay = 0.05
         position: str | None = None
+        cancelled = cancel_check()
         while True:
-            raise_if_cancelled()
+            cancelled()
             try:
                 if position is None:
                     position = await last_done_id(self.client, self.keys)

@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 from structlog.typing import FilteringBoundLogger
 
-from framework.cancellation import raise_if_cancelled
+from framework.cancellation import cancel_check
 from framework.connection import retry_forever
 from framework.groups import is_missing_group
 from framework.logs import logging_enabled
@@ -63,8 +63,9 @@ class Committer:
     async def run(self) -> None:
         """Until `close`: each commit is awaited right here, not in a task of its own, so that
         its command leaves in the same turn of the loop as the committer wakes."""
+        cancelled = cancel_check()
         while True:
-            raise_if_cancelled()  # by close(), and lost in the last commit's send
+            cancelled()  # by close(), and lost in the last commit's send
             await self._due.wait()
             if self._closing and not self._finished:
                 return

@@ -18,6 +18,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 from structlog.typing import FilteringBoundLogger
 
+from framework.cancellation import cancel_check
 from framework.connection import AsyncClient, retry_forever
 from framework.context import Context
 from framework.groups import is_missing_group
@@ -144,8 +145,9 @@ class AsyncRunners(Calls):
         """Work waiting is taken without an await, so calls that finish at once run back to
         back in one runner."""
         inbox, add, call = self.inbox, self.committer.add, self.function.call
-        context, clock = self.context, time.perf_counter
+        context, clock, cancelled = self.context, time.perf_counter, cancel_check()
         while True:
+            cancelled()  # after the grace period, and lost in a call's timeout or a command
             delivery = inbox.take() or await inbox.get()
             if self.not_for_us(delivery):
                 add(((delivery, SKIP, 0.0),))
@@ -157,7 +159,9 @@ class AsyncRunners(Calls):
             add(((delivery, outcome, clock() - started),))
 
     async def _in_batches(self, batch: int) -> None:
+        cancelled = cancel_check()
         while True:
+            cancelled()
             taken = [await self.inbox.get()]
             while len(taken) < batch and self.inbox:
                 taken.append(self.inbox.get_nowait())
