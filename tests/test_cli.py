@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -517,20 +516,21 @@ def test_a_stopped_run_stops_its_embedded_redis_and_the_next_run_finishes_its_wo
     assert "this run finishes them too" in again.stderr
 
 
-def _stage_processes(run_pid: int) -> list[int]:
-    """The `pipeline worker` processes `pipeline run` started (Linux's /proc)."""
+def _stage_processes(run_pid: int) -> dict[str, int]:
+    """The `pipeline worker STAGE` processes `pipeline run` started, by stage (Linux's /proc)."""
     children = Path(f"/proc/{run_pid}/task/{run_pid}/children")
-    found = []
+    found = {}
     for pid in children.read_text().split() if children.exists() else []:
         with contextlib.suppress(OSError):
-            if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-                found.append(int(pid))
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            if "worker" in argv:
+                found[argv[argv.index("worker") + 1]] = int(pid)
     return found
 
 
-def _one_per_stage(run_pid: int, stages: int = 2) -> list[int]:
+def _one_per_stage(run_pid: int, stages: int = 2) -> dict[str, int]:
     found = _stage_processes(run_pid)
-    return found if len(found) == stages else []
+    return found if len(found) == stages else {}
 
 
 def _embedded_run(tmp_path: Path, pipeline_name: str, stages: str, code: str) -> dict[str, str]:
@@ -556,12 +556,11 @@ def test_run_runs_each_stage_in_a_worker_process_and_says_when_one_dies(
     workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
     pid_file = tmp_path / ".pipeline" / "redis.pid"
     redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
-    os.kill(workers[0], signal.SIGKILL)
+    os.kill(workers["one"], signal.SIGKILL)
     _out, err = run.communicate(timeout=30)
     assert run.returncode == 1, err
     last = err.strip().splitlines()[-1]
-    assert re.fullmatch(r"the worker of stage '(one|two)' was killed by signal 9; its log is above",
-                        last), err  # fmt: skip
+    assert last == "the worker of stage 'one' was killed by signal 9; its log is above", err
     assert "Traceback" not in err
     wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
 
@@ -580,7 +579,7 @@ def test_a_killed_run_takes_its_stage_processes_and_embedded_redis_with_it(
     pid_file = tmp_path / ".pipeline" / "redis.pid"
     redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
     run.kill()  # and left unreaped, as by a parent reading the output its workers share
-    for pid in workers:
+    for pid in workers.values():
         wait_until(functools.partial(_gone, pid), timeout=20, what=f"worker {pid} gone")
     wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
     run.wait()
@@ -597,3 +596,50 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once_and_its_workers_still_stop_the_embedded_redis(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    """The first Ctrl-C has the run send each worker SIGTERM; the second ends the run, and the
+    kernel's word of its death must not count as each worker's second signal (which would
+    exit without leaving the embedded Redis, and leave it running)."""
+    long_nap = NAP.replace("0.5", "4")  # the first Ctrl-C's drain is still on when the second comes
+    env = _embedded_run(tmp_path, pipeline_name, NAPS, long_nap)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "framework", "run", "docs"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
+    pid_file = tmp_path / ".pipeline" / "redis.pid"
+    redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
+    time.sleep(1)  # the first stage's worker is in a call
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=10) == 130
+    for pid in workers.values():
+        wait_until(functools.partial(_gone, pid), timeout=30, what=f"worker {pid} gone")
+    wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
+    _out, err = run.communicate(timeout=10)  # the workers shared the run's stderr
+    assert "interrupted again: exiting at once" in err
+
+
+def test_a_worker_that_dies_while_the_run_waits_for_room_ends_the_run(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    """With `max_backlog` on the first stage the run submits as room frees: a dead first
+    stage frees none, and the run must say so instead of waiting for ever."""
+    stages = 'one:\n  function: "{mod}:nap"\n  max_backlog: 1\ntwo:\n  function: "{mod}:nap"'
+    env = _embedded_run(tmp_path, pipeline_name, stages, NAP)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "framework", "run", "docs"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
+    os.kill(workers["one"], signal.SIGKILL)
+    _out, err = run.communicate(timeout=30)
+    assert run.returncode == 1, err
+    assert err.strip().splitlines()[-1] == (
+        "the worker of stage 'one' was killed by signal 9; its log is above"
+    ), err

@@ -55,9 +55,15 @@ class JobsUnfinished(PipelineError):
         super().__init__(f"{unfinished} of {total} jobs not finished after {timeout:g}s")
 
 
-async def submit_documents(pipeline: Pipeline, documents: list[Document]) -> list[str]:
-    """Submit in chunks; with `max_backlog` on the first stage, one at a time, waiting for room.
-    A file too large to travel as a payload goes as a reference (Document.job)."""
+async def submit_documents(
+    pipeline: Pipeline,
+    documents: list[Document],
+    workers: asyncio.Task[None],
+    interrupted: asyncio.Event,
+) -> list[str]:
+    """Submit in chunks; with `max_backlog` on the first stage, one at a time, waiting for room
+    (while the workers that make it are up, and until a stop signal). A file too large to
+    travel as a payload goes as a reference (Document.job)."""
     limit = pipeline.spec.max_payload
     chunk = 1 if pipeline.spec.first.max_backlog is not None else SUBMIT_CHUNK
     ids: list[str] = []
@@ -68,6 +74,10 @@ async def submit_documents(pipeline: Pipeline, documents: list[Document]) -> lis
                 ids += await pipeline.submit_many_async(payloads)
                 break
             except BacklogFull:  # one document per call: nothing of it was written
+                if interrupted.is_set():
+                    raise SubmitInterrupted(len(ids), len(documents)) from None
+                if workers.done():
+                    workers.result()  # raises what stopped them
                 await asyncio.sleep(BACKLOG_PAUSE)
     return ids
 
@@ -141,10 +151,12 @@ async def process(
         workers = asyncio.create_task(stages.watch())
         try:
             async with progress(len(documents)) as tracker:
-                ids = await submit_documents(pipeline, documents)
+                ids = await submit_documents(pipeline, documents, workers, interrupted)
                 jobs = await wait_for_jobs(pipeline, ids, timeout, tracker, workers, interrupted)
             if leftovers:
                 await finish_leftovers(pipeline, timeout, workers, interrupted)
+                if workers.done() and not interrupted.is_set():
+                    workers.result()  # a worker died with an earlier run's work still queued
         finally:
             await stages.stop()
             with contextlib.suppress(WorkerExited):  # raised above if it cost any job
@@ -161,6 +173,18 @@ class RunInterrupted(PipelineError):
         super().__init__(
             f"interrupted: {unfinished} of {total} documents not finished; they stay queued "
             "and the next run finishes them"
+        )
+
+
+class SubmitInterrupted(PipelineError):
+    """A stop signal came while documents waited for room in the first stage (`max_backlog`)."""
+
+    exit_code = 130
+
+    def __init__(self, queued: int, total: int) -> None:
+        super().__init__(
+            f"interrupted while submitting: {queued} of {total} documents were queued; they "
+            "stay queued and the next run finishes them"
         )
 
 

@@ -95,5 +95,5 @@ class StageProcesses:
             for process in running:
                 if process.returncode is None:
                     with contextlib.suppress(ProcessLookupError):
-                        process.kill()
+                        os.killpg(process.pid, signal.SIGKILL)  # and what its stage started
             await asyncio.gather(*(process.wait() for process in running))
