@@ -643,19 +643,3 @@ def test_a_worker_that_dies_while_the_run_waits_for_room_ends_the_run(
     assert err.strip().splitlines()[-1] == (
         "the worker of stage 'one' was killed by signal 9; its log is above"
     ), err
-
-
-def test_a_stage_process_whose_run_is_already_gone_stops_without_connecting(
-    tmp_path: Path, pipeline_name: str
-) -> None:
-    """Its run died before the worker asked to hear of it: it stops at once, and does not
-    start (or wait for) a Redis only to leave it."""
-    path = write_pipeline(tmp_path, pipeline_name, NAPS, NAP)
-    env = worker_env("redis://127.0.0.1:1/0", PIPELINE_RUN_PARENT="1")  # not its parent
-    stopped = subprocess.run(
-        [sys.executable, "-m", "framework", "-f", str(path), "worker", "one",
-         "--startup-wait", "30s"],
-        env=env, capture_output=True, text=True, timeout=20,
-    )  # fmt: skip
-    assert stopped.returncode == 0, stopped.stderr
-    assert "waiting_for_redis" not in stopped.stderr

@@ -56,8 +56,6 @@ async def run_workers(
 ) -> None:
     stopping = asyncio.Event()
     install_stop_handlers(stopping)
-    if stopping.is_set():  # told to stop while starting: nothing to hand back, nothing to join
-        return
     try:
         await pipeline.run_workers_async(
             stages, stopping, concurrency, grace, ready=freeze_startup_heap
