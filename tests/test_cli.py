@@ -533,56 +533,26 @@ def _one_per_stage(run_pid: int, stages: int = 2) -> dict[str, int]:
     return found if len(found) == stages else {}
 
 
-def _embedded_run(tmp_path: Path, pipeline_name: str, stages: str, code: str) -> dict[str, str]:
-    """A pipeline on embedded Redis and 8 documents; the environment to run it with."""
+def _start_run(
+    tmp_path: Path, pipeline_name: str, stages: str, code: str, output: int
+) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    """`pipeline run` of 8 documents on embedded Redis, its stdout and stderr to `output`
+    (PIPE or DEVNULL); returned once each stage's worker process is up, with them by stage."""
     path = write_pipeline(tmp_path, pipeline_name, stages, code)
     path.write_text(path.read_text().replace("${REDIS_URL}", "embedded"))
     write_docs(tmp_path, {f"{n}.txt": f"text {n}" for n in range(8)})
-    return {k: v for k, v in worker_env("").items() if k != "REDIS_URL"}
-
-
-NAP = "import time\n\ndef nap(doc):\n    time.sleep(0.5)\n    return doc\n"
-NAPS = 'one:\n  function: "{mod}:nap"\ntwo:\n  function: "{mod}:nap"'
-
-
-def test_run_runs_each_stage_in_a_worker_process_and_says_when_one_dies(
-    tmp_path: Path, pipeline_name: str
-) -> None:
-    env = _embedded_run(tmp_path, pipeline_name, NAPS, NAP)
+    env = {k: v for k, v in worker_env("").items() if k != "REDIS_URL"}
     run = subprocess.Popen(
         [sys.executable, "-m", "framework", "run", "docs"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=env, stdout=output, stderr=output, text=True,
     )  # fmt: skip
     workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
-    pid_file = tmp_path / ".pipeline" / "redis.pid"
-    redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
-    os.kill(workers["one"], signal.SIGKILL)
-    _out, err = run.communicate(timeout=30)
-    assert run.returncode == 1, err
-    last = err.strip().splitlines()[-1]
-    assert last == "the worker of stage 'one' was killed by signal 9; its log is above", err
-    assert "Traceback" not in err
-    wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
+    return run, workers
 
 
-def test_a_killed_run_takes_its_stage_processes_and_embedded_redis_with_it(
-    tmp_path: Path, pipeline_name: str
-) -> None:
-    """SIGKILL leaves the run no chance to stop anything: the kernel tells its workers (the
-    parent-death signal), they drain as on SIGTERM, and the last one stops the server."""
-    env = _embedded_run(tmp_path, pipeline_name, NAPS, NAP)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "framework", "run", "docs"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
+def _embedded_redis_pid(tmp_path: Path) -> int:
     pid_file = tmp_path / ".pipeline" / "redis.pid"
-    redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
-    run.kill()  # and left unreaped, as by a parent reading the output its workers share
-    for pid in workers.values():
-        wait_until(functools.partial(_gone, pid), timeout=20, what=f"worker {pid} gone")
-    wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
-    run.wait()
+    return int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
 
 
 def _gone(pid: int) -> bool:
@@ -598,6 +568,38 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+NAP = "import time\n\ndef nap(doc):\n    time.sleep(0.5)\n    return doc\n"
+NAPS = 'one:\n  function: "{mod}:nap"\ntwo:\n  function: "{mod}:nap"'
+
+
+def test_run_runs_each_stage_in_a_worker_process_and_says_when_one_dies(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    run, workers = _start_run(tmp_path, pipeline_name, NAPS, NAP, subprocess.PIPE)
+    redis_pid = _embedded_redis_pid(tmp_path)
+    os.kill(workers["one"], signal.SIGKILL)
+    _out, err = run.communicate(timeout=30)
+    assert run.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last == "the worker of stage 'one' was killed by signal 9; its log is above", err
+    assert "Traceback" not in err
+    wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
+
+
+def test_a_killed_run_takes_its_stage_processes_and_embedded_redis_with_it(
+    tmp_path: Path, pipeline_name: str
+) -> None:
+    """SIGKILL leaves the run no chance to stop anything: the kernel tells its workers (the
+    parent-death signal), they drain as on SIGTERM, and the last one stops the server."""
+    run, workers = _start_run(tmp_path, pipeline_name, NAPS, NAP, subprocess.DEVNULL)
+    redis_pid = _embedded_redis_pid(tmp_path)
+    run.kill()  # and left unreaped, as by a parent reading the output its workers share
+    for pid in workers.values():
+        wait_until(functools.partial(_gone, pid), timeout=20, what=f"worker {pid} gone")
+    wait_until(lambda: not _alive(redis_pid), timeout=10, what="redis gone")
+    run.wait()
+
+
 def test_a_second_ctrl_c_ends_the_run_at_once_and_its_workers_still_stop_the_embedded_redis(
     tmp_path: Path, pipeline_name: str
 ) -> None:
@@ -605,14 +607,8 @@ def test_a_second_ctrl_c_ends_the_run_at_once_and_its_workers_still_stop_the_emb
     kernel's word of its death must not count as each worker's second signal (which would
     exit without leaving the embedded Redis, and leave it running)."""
     long_nap = NAP.replace("0.5", "4")  # the first Ctrl-C's drain is still on when the second comes
-    env = _embedded_run(tmp_path, pipeline_name, NAPS, long_nap)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "framework", "run", "docs"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
-    pid_file = tmp_path / ".pipeline" / "redis.pid"
-    redis_pid = int(wait_until(pid_file.read_text, timeout=30, what="the embedded redis-server"))
+    run, workers = _start_run(tmp_path, pipeline_name, NAPS, long_nap, subprocess.PIPE)
+    redis_pid = _embedded_redis_pid(tmp_path)
     time.sleep(1)  # the first stage's worker is in a call
     run.send_signal(signal.SIGINT)
     time.sleep(0.3)
@@ -631,12 +627,7 @@ def test_a_worker_that_dies_while_the_run_waits_for_room_ends_the_run(
     """With `max_backlog` on the first stage the run submits as room frees: a dead first
     stage frees none, and the run must say so instead of waiting for ever."""
     stages = 'one:\n  function: "{mod}:nap"\n  max_backlog: 1\ntwo:\n  function: "{mod}:nap"'
-    env = _embedded_run(tmp_path, pipeline_name, stages, NAP)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "framework", "run", "docs"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    workers = wait_until(lambda: _one_per_stage(run.pid), 30, "a worker process per stage")
+    run, workers = _start_run(tmp_path, pipeline_name, stages, NAP, subprocess.PIPE)
     os.kill(workers["one"], signal.SIGKILL)
     _out, err = run.communicate(timeout=30)
     assert run.returncode == 1, err

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import redis
 from pipelines import job_states, outputs_per_job, start_worker, stop, worker_env, write_pipeline
 from servers import RedisServer, async_wait_until, wait_until
 
@@ -24,15 +25,23 @@ def slow(doc, ctx):
 """
 
 
+def _thirty_slow_jobs(
+    redis7: RedisServer, pipeline_name: str, tmp_path: Path
+) -> tuple[Path, redis.Redis, list[str]]:
+    """A stage of 0.2 s calls, 3 at a time, with 30 jobs queued: the pipeline file, a client,
+    the job ids."""
+    stages = 'slow:\n  function: "{mod}:slow"\n  concurrency: 3'
+    path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "defaults:\n  lease: 2s")
+    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
+        ids = pipeline.submit_many([{"n": n} for n in range(30)])
+    return path, redis7.client(), ids
+
+
 @pytest.mark.slow
 def test_sigterm_mid_run_exits_zero_and_loses_nothing(
     redis7: RedisServer, pipeline_name: str, tmp_path: Path
 ) -> None:
-    stages = 'slow:\n  function: "{mod}:slow"\n  concurrency: 3'
-    path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "defaults:\n  lease: 2s")
-    client = redis7.client()
-    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
-        ids = pipeline.submit_many([{"n": n} for n in range(30)])
+    path, client, ids = _thirty_slow_jobs(redis7, pipeline_name, tmp_path)
     worker = start_worker(path, "slow", redis7.url, log=tmp_path / "w.log")
     wait_until(
         lambda: job_states(client, pipeline_name, ids)["done"] >= 3,
@@ -101,11 +110,7 @@ def test_a_worker_whose_log_went_away_still_stops_and_loses_nothing(
 ) -> None:
     # Its stderr a pipe whose reader is gone (a supervisor restarted, `| head` ended): every
     # log line now fails to be written. SIGTERM must still stop it gracefully.
-    stages = 'slow:\n  function: "{mod}:slow"\n  concurrency: 3'
-    path = write_pipeline(tmp_path, pipeline_name, stages, CODE, "defaults:\n  lease: 2s")
-    client = redis7.client()
-    with Pipeline.load(path, {"REDIS_URL": redis7.url}) as pipeline:
-        ids = pipeline.submit_many([{"n": n} for n in range(30)])
+    path, client, ids = _thirty_slow_jobs(redis7, pipeline_name, tmp_path)
     command = [sys.executable, "-m", "framework", "-f", str(path), "worker", "slow"]
     worker = subprocess.Popen(
         command,
